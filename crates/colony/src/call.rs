@@ -1,7 +1,499 @@
-//! placeholder
-use crate::service::Service;
+//! Routing a call: run it here, or send it to an instance that hosts the service.
+//!
+//! Owns: [`invoke`] (what every `#[microservice]` wrapper calls) and [`Router`] (the peers
+//! this process knows, one connection per peer, and the choice between instances).
+//! Promises: a call to a service hosted in this process, or made with no router at all,
+//! runs the body directly with no serialization; a remote call carries its deadline and
+//! trace, and fails with a [`CallError`] by its deadline at the latest; dropping the
+//! caller's future cancels the remote work. Must not touch: sockets directly (through
+//! [`Dialer`] only), or how requests are served (the `host` module owns that).
 
-/// Call service `S`.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::context::{self, CallContext};
+use crate::error::CallError;
+use crate::service::{self, Service, ServiceEntry};
+use crate::transport::{Connection, ConnectionConfig, Dialer, HandshakeError, RequestError};
+use crate::wire::{self, Header, Hello, Kind, TraceContext};
+
+/// The deadline of a remote call whose caller set none and whose service has no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Call service `S`: directly when it is hosted here or no router is set up, otherwise on
+/// an instance that hosts it.
 pub async fn invoke<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
-    S::run(args).await
+    let entry = S::entry();
+    let Some(router) = remote_router(entry) else {
+        return match (entry.options.timeout(), context::deadline()) {
+            // Co-located calls run under the caller's deadline, enforced where the request
+            // entered this process; only a call with no deadline at all gets the service's.
+            (Some(timeout), None) if tokio::runtime::Handle::try_current().is_ok() => {
+                match tokio::time::timeout(timeout, S::run(args)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(S::Err::from(CallError::DeadlineExceeded {
+                        service: entry.name.to_owned(),
+                        budget: timeout,
+                    })),
+                }
+            }
+            _ => S::run(args).await,
+        };
+    };
+    let payload = match postcard::to_stdvec(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(S::Err::from(CallError::BadArguments {
+                service: entry.name.to_owned(),
+                reason: format!("the arguments could not be encoded: {e}"),
+            }));
+        }
+    };
+    match router.call(entry, &payload, CallOptions::inherit()).await {
+        Ok(Reply::Ok(bytes)) => postcard::from_bytes(&bytes).map_err(|e| {
+            S::Err::from(CallError::Protocol {
+                reason: format!("the reply of `{}` does not decode: {e}", entry.name),
+            })
+        }),
+        Ok(Reply::Err(bytes)) => Err(postcard::from_bytes(&bytes).unwrap_or_else(|e| {
+            S::Err::from(CallError::Protocol {
+                reason: format!("the error of `{}` does not decode: {e}", entry.name),
+            })
+        })),
+        Err(e) => Err(S::Err::from(e)),
+    }
+}
+
+/// The router to send `entry`'s call through, or `None` to run it here.
+fn remote_router(entry: &'static ServiceEntry) -> Option<Arc<Router>> {
+    let id = entry.id() as usize;
+    let scoped = context::with(|c| c.router.clone()).flatten();
+    match scoped {
+        Some(r) => (!r.hosts(id)).then_some(r),
+        None => context::default_router()
+            .filter(|r| !r.hosts(id))
+            .cloned(),
+    }
+}
+
+/// A reply that came back from the callee.
+#[derive(Debug)]
+pub enum Reply {
+    /// The postcard encoding of the `Ok` value.
+    Ok(Bytes),
+    /// The postcard encoding of the service's own error.
+    Err(Bytes),
+}
+
+/// Per-call settings for [`Router::call`].
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// The deadline; `None` takes the context's, else the service's `timeout`, else
+    /// [`DEFAULT_TIMEOUT`].
+    pub deadline: Option<Instant>,
+    /// Retry number to report to the callee.
+    pub attempt: Option<u16>,
+}
+
+impl CallOptions {
+    /// Inherit everything from the current context.
+    pub fn inherit() -> CallOptions {
+        CallOptions::default()
+    }
+
+    /// Call with this deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> CallOptions {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// One address that hosts some services, and the connection to it.
+struct Endpoint {
+    addr: String,
+    conn: Mutex<Option<Connection>>,
+    /// Serializes dials so that concurrent first calls share one connection.
+    dialing: tokio::sync::Mutex<()>,
+    /// Calls in flight through this endpoint, for power-of-two-choices.
+    in_flight: AtomicU64,
+}
+
+impl Endpoint {
+    fn current(&self) -> Option<Connection> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.as_ref().filter(|c| c.is_usable()).cloned()
+    }
+
+    async fn connect(&self, router: &Router, service: &str) -> Result<Connection, CallError> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let unreachable = |reason: String| CallError::Unreachable {
+            service: service.to_owned(),
+            addr: self.addr.clone(),
+            reason,
+        };
+        let stream = tokio::time::timeout(router.connect_timeout, router.dialer.dial(&self.addr))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {:?}", router.connect_timeout)))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let conn = Connection::establish(
+            stream,
+            self.addr.clone(),
+            true,
+            &router.hello,
+            router.connection,
+            None,
+        )
+        .await
+        .map_err(|e| match e {
+            HandshakeError::Fingerprint { ours, theirs } => CallError::VersionMismatch {
+                peer: self.addr.clone(),
+                ours,
+                theirs,
+            },
+            other => unreachable(other.to_string()),
+        })?;
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Where this process's calls go: which services run here, and the peers for the rest.
+pub struct Router {
+    /// Services hosted in this process, by id: calls to them run directly.
+    hosted: Vec<bool>,
+    /// The endpoints that host each service, by service id.
+    routes: Vec<Vec<Arc<Endpoint>>>,
+    dialer: Arc<dyn Dialer>,
+    hello: Hello,
+    connection: ConnectionConfig,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("instance", &self.hello.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `NAME=ADDR` peer: the services matching `NAME` are served at `ADDR`.
+///
+/// `NAME` is a full service name (`shop::pricing::quote`), a module prefix ending in
+/// `::*` (`shop::pricing::*`), or `*` for every service the peer hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The service name or pattern.
+    pub pattern: String,
+    /// The address to dial.
+    pub addr: String,
+}
+
+impl Peer {
+    /// Parse `NAME=ADDR`.
+    pub fn parse(s: &str) -> Result<Peer, String> {
+        let (pattern, addr) = s.split_once('=').ok_or_else(|| {
+            format!(
+                "peer `{s}` is not NAME=ADDR; write it as `shop::pricing::quote=127.0.0.1:7001`, \
+                 `shop::*=127.0.0.1:7001` or `*=127.0.0.1:7001`"
+            )
+        })?;
+        let (pattern, addr) = (pattern.trim(), addr.trim());
+        if pattern.is_empty() || addr.is_empty() {
+            return Err(format!("peer `{s}` has an empty name or address"));
+        }
+        Ok(Peer {
+            pattern: pattern.to_owned(),
+            addr: addr.to_owned(),
+        })
+    }
+
+    /// Parse a comma-separated list, as in `COLONY_PEERS`.
+    pub fn parse_list(s: &str) -> Result<Vec<Peer>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(Peer::parse)
+            .collect()
+    }
+
+    /// Whether this peer serves `service`.
+    pub fn matches(&self, service: &str) -> bool {
+        if self.pattern == "*" {
+            return true;
+        }
+        match self.pattern.strip_suffix("::*") {
+            Some(prefix) => service
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with("::")),
+            None => self.pattern == service,
+        }
+    }
+}
+
+/// Builds a [`Router`].
+pub struct RouterBuilder {
+    hosted: Vec<String>,
+    peers: Vec<Peer>,
+    dialer: Arc<dyn Dialer>,
+    connection: ConnectionConfig,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for RouterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterBuilder")
+            .field("hosted", &self.hosted)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// Start building a router that dials with `dialer`.
+    pub fn builder(dialer: Arc<dyn Dialer>) -> RouterBuilder {
+        RouterBuilder {
+            hosted: Vec::new(),
+            peers: Vec::new(),
+            dialer,
+            connection: ConnectionConfig::default(),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Whether service `id` runs in this process.
+    pub(crate) fn hosts(&self, id: usize) -> bool {
+        self.hosted.get(id).copied().unwrap_or(false)
+    }
+
+    /// Call `entry` with an encoded argument tuple, on one of its instances.
+    pub async fn call(
+        &self,
+        entry: &'static ServiceEntry,
+        payload: &[u8],
+        options: CallOptions,
+    ) -> Result<Reply, CallError> {
+        let (ctx_deadline, parent, ctx_attempt) =
+            context::with(|c: &CallContext| (c.deadline, c.trace, c.attempt))
+                .unwrap_or((None, TraceContext::default(), 0));
+        let deadline = options.deadline.or(ctx_deadline).unwrap_or_else(|| {
+            Instant::now() + entry.options.timeout().unwrap_or(DEFAULT_TIMEOUT)
+        });
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let deadline_exceeded = || CallError::DeadlineExceeded {
+            service: entry.name.to_owned(),
+            budget,
+        };
+        if budget.is_zero() {
+            return Err(deadline_exceeded());
+        }
+        let endpoint = self.pick(entry)?;
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = Decrement(&endpoint.in_flight);
+        let conn = tokio::time::timeout_at(deadline.into(), endpoint.connect(self, entry.name))
+            .await
+            .map_err(|_| deadline_exceeded())??;
+        let service_id =
+            conn.remote_service_id(entry.name)
+                .ok_or_else(|| CallError::UnknownService {
+                    service: entry.name.to_owned(),
+                    peer: format!("{} ({})", conn.peer(), conn.remote_instance()),
+                    hosted: conn.remote_services().collect::<Vec<_>>().join(", "),
+                })?;
+        let header = Header {
+            kind: Kind::Request,
+            attempt: options.attempt.unwrap_or(ctx_attempt),
+            service: service_id,
+            request_id: 0,
+            deadline_us: budget.as_micros().clamp(1, u64::MAX as u128) as u64,
+            trace: crate::host::child_trace(&parent),
+        };
+        let frame = conn
+            .request(header, payload, Some(deadline.into()))
+            .await
+            .map_err(|e| match e {
+                RequestError::Deadline => deadline_exceeded(),
+                RequestError::Closed(reason) => CallError::ConnectionLost {
+                    service: entry.name.to_owned(),
+                    reason,
+                },
+            })?;
+        match frame.header.kind {
+            Kind::Response => Ok(Reply::Ok(frame.payload)),
+            Kind::Error => Ok(Reply::Err(frame.payload)),
+            Kind::Fault => Err(wire::decode_fault(&frame.payload).unwrap_or_else(|e| {
+                CallError::Protocol {
+                    reason: e.to_string(),
+                }
+            })),
+            other => Err(CallError::Protocol {
+                reason: format!("expected a reply, got a {other:?} frame"),
+            }),
+        }
+    }
+
+    /// Power of two choices on calls in flight.
+    fn pick(&self, entry: &'static ServiceEntry) -> Result<&Arc<Endpoint>, CallError> {
+        let endpoints = self
+            .routes
+            .get(entry.id() as usize)
+            .map_or(&[][..], Vec::as_slice);
+        match endpoints.len() {
+            0 => Err(CallError::NoInstance {
+                service: entry.name.to_owned(),
+            }),
+            1 => Ok(&endpoints[0]),
+            n => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let (ea, eb) = (&endpoints[a], &endpoints[b]);
+                let load = |e: &Endpoint| {
+                    // A dead connection counts as busy, so a live instance wins.
+                    let dead = e.conn.lock().map_or(false, |c| {
+                        c.as_ref().is_some_and(|c| !c.is_usable())
+                    });
+                    e.in_flight.load(Ordering::Relaxed) + if dead { 1 << 20 } else { 0 }
+                };
+                Ok(if load(ea) <= load(eb) { ea } else { eb })
+            }
+        }
+    }
+}
+
+struct Decrement<'a>(&'a AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl RouterBuilder {
+    /// Services hosted in this process: calls to them run directly.
+    pub fn hosted<I, S>(mut self, services: I) -> RouterBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hosted.extend(services.into_iter().map(Into::into));
+        self
+    }
+
+    /// Add a peer.
+    pub fn peer(mut self, peer: Peer) -> RouterBuilder {
+        self.peers.push(peer);
+        self
+    }
+
+    /// Add peers.
+    pub fn peers(mut self, peers: impl IntoIterator<Item = Peer>) -> RouterBuilder {
+        self.peers.extend(peers);
+        self
+    }
+
+    /// Connection limits.
+    pub fn connection(mut self, config: ConnectionConfig) -> RouterBuilder {
+        self.connection = config;
+        self
+    }
+
+    /// How long a dial may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> RouterBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Build the router. Fails when a hosted service or a peer's exact name is not a
+    /// service of this binary.
+    pub fn build(self) -> Result<Arc<Router>, String> {
+        let table = service::registry();
+        let mut hosted = vec![false; table.len()];
+        for name in &self.hosted {
+            let entry = service::find(name).ok_or_else(|| service::not_found(name))?;
+            hosted[entry.id() as usize] = true;
+        }
+        let mut by_addr: HashMap<&str, Arc<Endpoint>> = HashMap::new();
+        let mut routes: Vec<Vec<Arc<Endpoint>>> = vec![Vec::new(); table.len()];
+        for peer in &self.peers {
+            let exact = !peer.pattern.ends_with('*');
+            if exact && service::find(&peer.pattern).is_none() {
+                return Err(service::not_found(&peer.pattern));
+            }
+            let endpoint = by_addr
+                .entry(&peer.addr)
+                .or_insert_with(|| {
+                    Arc::new(Endpoint {
+                        addr: peer.addr.clone(),
+                        conn: Mutex::new(None),
+                        dialing: tokio::sync::Mutex::new(()),
+                        in_flight: AtomicU64::new(0),
+                    })
+                })
+                .clone();
+            for entry in table.iter().filter(|e| peer.matches(e.name)) {
+                let route = &mut routes[entry.id() as usize];
+                if !route.iter().any(|e| Arc::ptr_eq(e, &endpoint)) {
+                    route.push(endpoint.clone());
+                }
+            }
+        }
+        let hello = Hello {
+            protocol: wire::PROTOCOL_VERSION,
+            fingerprint: crate::identity::fingerprint().to_owned(),
+            instance: crate::identity::instance_id().to_owned(),
+            services: Vec::new(),
+        };
+        Ok(Arc::new(Router {
+            hosted,
+            routes,
+            dialer: self.dialer,
+            hello,
+            connection: self.connection,
+            connect_timeout: self.connect_timeout,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_peers() {
+        assert_eq!(
+            Peer::parse("a::b=127.0.0.1:1"),
+            Ok(Peer {
+                pattern: "a::b".into(),
+                addr: "127.0.0.1:1".into()
+            })
+        );
+        assert!(Peer::parse("127.0.0.1:1").is_err());
+        assert!(Peer::parse("=x").is_err());
+        assert_eq!(
+            Peer::parse_list("a=1, b=2,").map(|v| v.len()),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn matches_patterns() {
+        let p = |s: &str| Peer::parse(&format!("{s}=x")).expect("valid");
+        assert!(p("*").matches("a::b"));
+        assert!(p("a::*").matches("a::b"));
+        assert!(p("a::*").matches("a::b::c"));
+        assert!(!p("a::*").matches("ab::c"));
+        assert!(p("a::b").matches("a::b"));
+        assert!(!p("a::b").matches("a::bc"));
+    }
 }

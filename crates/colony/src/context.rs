@@ -1,1 +1,94 @@
-//! placeholder
+//! The context a call runs in: its deadline, trace, attempt, and the router its own calls use.
+//!
+//! Owns: the task-local [`CallContext`] and the process-wide default router. Promises: a
+//! handler sees the caller's remaining time through [`deadline`] and [`remaining`]; calls it
+//! makes inherit that deadline and trace. Must not touch: sockets or the registry.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::call::Router;
+use crate::wire::TraceContext;
+
+/// What travels with a call, and what a handler can read about the call it serves.
+#[derive(Clone, Default)]
+pub(crate) struct CallContext {
+    /// When the work must be finished; `None` when no one set a deadline.
+    pub(crate) deadline: Option<Instant>,
+    /// The trace this call belongs to, with this call's span as the parent of calls it makes.
+    pub(crate) trace: TraceContext,
+    /// Retry number of the request this call serves.
+    pub(crate) attempt: u16,
+    /// Where calls made in this context go; `None` means the process default.
+    pub(crate) router: Option<Arc<Router>>,
+}
+
+tokio::task_local! {
+    static CONTEXT: CallContext;
+}
+
+static DEFAULT_ROUTER: OnceLock<Arc<Router>> = OnceLock::new();
+
+/// Install the router that calls outside any handler use. Only the first install counts.
+pub(crate) fn set_default_router(router: Arc<Router>) -> bool {
+    DEFAULT_ROUTER.set(router).is_ok()
+}
+
+/// Run `fut` with `ctx` as its context.
+pub(crate) async fn scope<F: Future>(ctx: CallContext, fut: F) -> F::Output {
+    CONTEXT.scope(ctx, fut).await
+}
+
+/// Run `f` on the current context, if the current task runs inside one.
+pub(crate) fn with<R>(f: impl FnOnce(&CallContext) -> R) -> Option<R> {
+    CONTEXT.try_with(f).ok()
+}
+
+/// The process default router, if one is installed.
+pub(crate) fn default_router() -> Option<&'static Arc<Router>> {
+    DEFAULT_ROUTER.get()
+}
+
+/// The deadline of the call being served, if it has one.
+///
+/// Inside a handler this is the caller's deadline as it arrived: the callee sees the
+/// caller's remaining time, so that work past it can be abandoned early.
+pub fn deadline() -> Option<Instant> {
+    CONTEXT.try_with(|c| c.deadline).ok().flatten()
+}
+
+/// The time left before the deadline of the call being served, if it has one.
+///
+/// ```
+/// # async fn f() {
+/// if let Some(left) = colony::context::remaining() {
+///     if left < std::time::Duration::from_millis(5) {
+///         // not worth starting an expensive step
+///     }
+/// }
+/// # }
+/// ```
+pub fn remaining() -> Option<Duration> {
+    deadline().map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// The retry number of the request being served: 0 for a first try.
+pub fn attempt() -> u16 {
+    CONTEXT.try_with(|c| c.attempt).unwrap_or(0)
+}
+
+/// The W3C trace id of the request being served, as 32 lowercase hex digits.
+pub fn trace_id() -> Option<String> {
+    CONTEXT
+        .try_with(|c| c.trace.is_set().then(|| hex(&c.trace.trace_id)))
+        .ok()
+        .flatten()
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -302,7 +302,7 @@ impl From<CallError> for ServiceError {
 }
 
 /// The error of [`crate::main`] and of other process-level entry points.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A call made by a role (such as `call`) failed.
@@ -322,6 +322,16 @@ pub enum Error {
     /// The called service returned its own error.
     #[error("the service returned an error: {0}")]
     Service(serde_json::Value),
+}
+
+/// `fn main() -> colony::Result<()>` prints this when it fails, so it reads like Display.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Service(v) => write!(f, "the service returned an error: {v}"),
+            other => write!(f, "{other}"),
+        }
+    }
 }
 
 impl Error {

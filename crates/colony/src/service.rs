@@ -199,6 +199,19 @@ pub fn find(name: &str) -> Option<&'static ServiceEntry> {
         .map(|i| table[i])
 }
 
+/// The message for a service name that is not in this binary.
+pub(crate) fn not_found(name: &str) -> String {
+    let known: Vec<&str> = registry().iter().map(|e| e.name).collect();
+    format!(
+        "this binary has no service `{name}`; its services are: {}",
+        if known.is_empty() {
+            "(none)".to_owned()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
 /// Find a service by its id.
 pub fn by_id(id: u32) -> Option<&'static ServiceEntry> {
     registry().get(id as usize).copied()

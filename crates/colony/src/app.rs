@@ -1,0 +1,363 @@
+//! The roles of a Colony binary: `run`, `serve`, `call` and `describe`.
+//!
+//! Owns: the command line and environment of the user's binary, building its tokio runtime,
+//! and wiring a [`Host`] and a [`Router`] for the chosen role. Promises: bad flags and bad
+//! JSON get a message that says what was wrong and how to fix it; SIGTERM and Ctrl-C drain.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::call::{CallOptions, Peer, Reply, Router};
+use crate::error::{Error, Result};
+use crate::host::{Host, HostConfig, serve};
+use crate::service::{self, Outcome};
+use crate::transport::{ConnectionConfig, TcpDialer, TcpListener};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "A Colony app: its services run in this process, or as instances that call each other.",
+    after_help = "Environment: COLONY_PEERS (NAME=ADDR,...), COLONY_LISTEN, COLONY_THREADS, \
+                  COLONY_MAX_IN_FLIGHT, COLONY_MAX_FRAME, COLONY_LOG (an EnvFilter, e.g. `info,colony=debug`)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Every service in this process (the default role).
+    Run(RunArgs),
+    /// Host the named services as one instance.
+    Serve(ServeArgs),
+    /// Call a service with JSON arguments and print its JSON result.
+    Call(CallArgs),
+    /// Print JSON describing every service: arguments, schemas and options.
+    Describe,
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// A peer hosting services: NAME=ADDR, where NAME is a service, `module::*`, or `*`.
+    #[arg(long = "peer", value_name = "NAME=ADDR", env = "COLONY_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Tokio worker threads (default: the largest `threads` of the hosted services, else one per core).
+    #[arg(long, env = "COLONY_THREADS")]
+    threads: Option<usize>,
+    /// The largest frame accepted, in bytes.
+    #[arg(long, env = "COLONY_MAX_FRAME", default_value_t = crate::wire::DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Where to accept calls from other processes.
+    #[arg(long, env = "COLONY_LISTEN", default_value = "127.0.0.1:7700")]
+    listen: String,
+    #[command(flatten)]
+    common: Common,
+    /// Requests in flight past which new ones are refused as overloaded.
+    #[arg(long, env = "COLONY_MAX_IN_FLIGHT", default_value_t = 65_536)]
+    max_in_flight: u64,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The services to host, comma-separated full names.
+    #[arg(long = "service", value_delimiter = ',', required = true)]
+    services: Vec<String>,
+    /// Where to accept calls; port 0 picks a free port. The address is printed on stdout.
+    #[arg(long, env = "COLONY_LISTEN", default_value = "127.0.0.1:0")]
+    listen: String,
+    #[command(flatten)]
+    common: Common,
+    /// Requests in flight past which new ones are refused as overloaded.
+    #[arg(long, env = "COLONY_MAX_IN_FLIGHT", default_value_t = 65_536)]
+    max_in_flight: u64,
+    /// How long SIGTERM waits for requests in flight before exiting anyway.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    drain_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct CallArgs {
+    /// The service's full name, e.g. `shop::pricing::quote`.
+    service: String,
+    /// The arguments as a JSON object of named arguments, e.g. '{"sku": "a1", "qty": 2}'.
+    #[arg(default_value = "{}")]
+    args: String,
+    #[command(flatten)]
+    common: Common,
+    /// The call's deadline, e.g. `500ms`, `5s`.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+}
+
+/// Parse `250ms`, `5s`, `1.5s`, `2m` or `1h`.
+pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; write it like `250ms`, `5s` or `2m`"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "`{other}` is not a duration unit; use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Run the role named on the command line. This is what `colony::main` does.
+pub fn main() -> Result<()> {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `run` is the default role: `app` and `app --listen X` mean `app run ...`.
+    let first = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    if argv.len() == 1 || (first.starts_with('-') && !matches!(first, "-h" | "--help" | "-V" | "--version")) {
+        argv.insert(1, "run".into());
+    }
+    let cli = Cli::parse_from(argv);
+    init_logging();
+    match cli.role {
+        Role::Describe => {
+            let doc = crate::describe::describe();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).unwrap_or_else(|e| e.to_string())
+            );
+            Ok(())
+        }
+        Role::Run(args) => {
+            let all: Vec<String> = service::registry()
+                .iter()
+                .map(|e| e.name.to_owned())
+                .collect();
+            let threads = args.common.threads.or_else(|| max_threads(&all));
+            runtime(threads)?.block_on(host_role(
+                all,
+                args.listen,
+                args.common,
+                args.max_in_flight,
+                Duration::from_secs(30),
+            ))
+        }
+        Role::Serve(args) => {
+            let threads = args.common.threads.or_else(|| max_threads(&args.services));
+            runtime(threads)?.block_on(host_role(
+                args.services,
+                args.listen,
+                args.common,
+                args.max_in_flight,
+                args.drain_timeout,
+            ))
+        }
+        Role::Call(args) => runtime(args.common.threads)?.block_on(call_role(args)),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COLONY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn max_threads(services: &[String]) -> Option<usize> {
+    services
+        .iter()
+        .filter_map(|n| service::find(n))
+        .filter_map(|e| e.options.threads)
+        .max()
+        .map(|t| t as usize)
+}
+
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("colony-worker");
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(Error::Usage(
+                "--threads must be at least 1 (COLONY_THREADS)".to_owned(),
+            ));
+        }
+        builder.worker_threads(t);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::io("could not start the tokio runtime", e))
+}
+
+fn parse_peers(common: &Common) -> Result<Vec<Peer>> {
+    common
+        .peers
+        .iter()
+        .map(|p| Peer::parse(p).map_err(Error::Usage))
+        .collect()
+}
+
+async fn host_role(
+    services: Vec<String>,
+    listen: String,
+    common: Common,
+    max_in_flight: u64,
+    drain_timeout: Duration,
+) -> Result<()> {
+    let mut connection = ConnectionConfig::default();
+    connection.max_frame = common.max_frame;
+    let router = Router::builder(Arc::new(TcpDialer))
+        .hosted(services.iter().cloned())
+        .peers(parse_peers(&common)?)
+        .connection(connection)
+        .build()
+        .map_err(Error::Usage)?;
+    crate::context::set_default_router(router.clone());
+    let mut config = HostConfig::default();
+    config.max_in_flight = max_in_flight;
+    config.drain_timeout = drain_timeout;
+    config.connection = connection;
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    let host = Host::new(&names, router, config).map_err(Error::Usage)?;
+    let listener = TcpListener::bind(&listen).await.map_err(|e| {
+        Error::io(
+            format!(
+                "could not listen on {listen} (pass --listen 127.0.0.1:0 for any free port)"
+            ),
+            e,
+        )
+    })?;
+    let addr = crate::transport::Listener::local_addr(&listener);
+    println!("colony: listening on {addr}");
+    tracing::info!(%addr, services = %names.join(","), instance = crate::identity::instance_id(), "serving");
+    serve(listener, host, shutdown_signal()).await;
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn call_role(args: CallArgs) -> Result<()> {
+    let entry = service::find(&args.service)
+        .ok_or_else(|| Error::Usage(service::not_found(&args.service)))?;
+    let json: serde_json::Value = serde_json::from_str(&args.args).map_err(|e| {
+        Error::Usage(format!(
+            "the arguments are not valid JSON ({e}); pass an object such as '{{\"name\": \"Ada\"}}'"
+        ))
+    })?;
+    let payload = (entry.json_to_args)(json).map_err(|reason| {
+        Error::Call(crate::CallError::BadArguments {
+            service: entry.name.to_owned(),
+            reason,
+        })
+    })?;
+    let peers = parse_peers(&args.common)?;
+    let remote = peers.iter().any(|p| p.matches(entry.name));
+    let (ok, bytes) = if remote {
+        let router = Router::builder(Arc::new(TcpDialer))
+            .peers(peers)
+            .build()
+            .map_err(Error::Usage)?;
+        crate::context::set_default_router(router.clone());
+        let mut options = CallOptions::inherit();
+        if let Some(t) = args.timeout {
+            options = options.with_deadline(Instant::now() + t);
+        }
+        match router.call(entry, &payload, options).await? {
+            Reply::Ok(b) => (true, b.to_vec()),
+            Reply::Err(b) => (false, b.to_vec()),
+        }
+    } else {
+        // No peer hosts it: run it here, with the other peers for its own calls.
+        let router = Router::builder(Arc::new(TcpDialer))
+            .hosted(
+                service::registry()
+                    .iter()
+                    .filter(|e| !peers.iter().any(|p| p.matches(e.name)))
+                    .map(|e| e.name),
+            )
+            .peers(peers)
+            .build()
+            .map_err(Error::Usage)?;
+        crate::context::set_default_router(router);
+        let run = (entry.handle)(payload.into());
+        let outcome = match args.timeout {
+            Some(t) => tokio::time::timeout(t, run).await.unwrap_or_else(|_| {
+                Outcome::Fault(crate::CallError::DeadlineExceeded {
+                    service: entry.name.to_owned(),
+                    budget: t,
+                })
+            }),
+            None => run.await,
+        };
+        match outcome {
+            Outcome::Ok(b) => (true, b),
+            Outcome::Err(b) => (false, b),
+            Outcome::Fault(e) => return Err(e.into()),
+        }
+    };
+    let value = (entry.result_to_json)(&bytes, ok).map_err(|reason| {
+        Error::Call(crate::CallError::Protocol { reason })
+    })?;
+    if ok {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_else(|e| e.to_string())
+        );
+        Ok(())
+    } else {
+        Err(Error::Service(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,408 @@
+//! Hosting services: serving the requests that arrive on connections, and draining.
+//!
+//! Owns: [`Host`] (which services this instance serves, its limit of requests in flight,
+//! its load counters) and [`serve`] (the accept loop). Promises: each request runs as its
+//! own task under the caller's deadline and trace; past the in-flight limit a request is
+//! refused with `Overloaded` before its body runs; a panic in a body becomes an `Internal`
+//! error for that one call; draining finishes the work in flight before `serve` returns.
+//! Must not touch: how calls are routed (the `call` module owns that).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::{Notify, oneshot};
+
+use crate::call::Router;
+use crate::context::{self, CallContext};
+use crate::error::CallError;
+use crate::service::{self, Outcome, ServiceEntry};
+use crate::transport::{Connection, ConnectionConfig, Handler, Listener};
+use crate::wire::{self, Frame, Header, Hello, Kind, LoadReport, TraceContext};
+
+/// Settings of a [`Host`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HostConfig {
+    /// Requests in flight past which new ones are refused with `Overloaded`.
+    pub max_in_flight: u64,
+    /// How long a drain waits for work in flight before giving up on it.
+    pub drain_timeout: Duration,
+    /// Connection limits.
+    pub connection: ConnectionConfig,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            max_in_flight: 65_536,
+            drain_timeout: Duration::from_secs(30),
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+/// The services one instance serves, and its load.
+pub struct Host {
+    /// Hosted services, by id.
+    hosted: Vec<bool>,
+    /// Where the handlers' own calls go.
+    router: Arc<Router>,
+    config: HostConfig,
+    /// What this host says in each handshake.
+    hello: Hello,
+    in_flight: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+    draining: AtomicBool,
+    /// Signalled whenever `in_flight` drops to zero while draining.
+    idle: Notify,
+    /// Open connections, so a drain can tell each peer to go away.
+    connections: Mutex<Vec<Weak<ConnectionTasks>>>,
+}
+
+/// The requests being served on one connection, so a cancel or a close can stop them.
+struct ConnectionTasks {
+    conn: Connection,
+    running: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("services", &self.hello.services)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// A host serving `services` (full names), whose handlers call out through `router`.
+    ///
+    /// Fails with the unknown name when a service is not in this binary.
+    pub fn new(
+        services: &[&str],
+        router: Arc<Router>,
+        config: HostConfig,
+    ) -> Result<Arc<Host>, String> {
+        let table = service::registry();
+        let mut hosted = vec![false; table.len()];
+        for name in services {
+            let entry = service::find(name).ok_or_else(|| service::not_found(name))?;
+            hosted[entry.id() as usize] = true;
+        }
+        let hello = Hello {
+            protocol: wire::PROTOCOL_VERSION,
+            fingerprint: crate::identity::fingerprint().to_owned(),
+            instance: crate::identity::instance_id().to_owned(),
+            services: table
+                .iter()
+                .filter(|e| hosted[e.id() as usize])
+                .map(|e| (e.name.to_owned(), e.id()))
+                .collect(),
+        };
+        Ok(Arc::new(Host {
+            hosted,
+            router,
+            config,
+            hello,
+            in_flight: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            idle: Notify::new(),
+            connections: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The current load.
+    pub fn load(&self) -> LoadReport {
+        LoadReport {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            capacity: self.config.max_in_flight,
+            completed: self.completed.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The services hosted here.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.hello.services.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Refuse new requests, tell every peer to go away, and wait until the requests in
+    /// flight finish (or the drain timeout passes). Returns the requests abandoned.
+    pub async fn drain(&self) -> u64 {
+        self.draining.store(true, Ordering::Release);
+        for tasks in self.live_connections() {
+            tasks.conn.go_away();
+        }
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(self.config.drain_timeout, wait).await;
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn live_connections(&self) -> Vec<Arc<ConnectionTasks>> {
+        let mut conns = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|w| w.strong_count() > 0);
+        conns.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    fn refuse(&self, conn: &Connection, header: &Header, err: CallError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut h = Header::new(Kind::Fault, header.request_id);
+        h.service = header.service;
+        conn.send(&h, &wire::encode_fault(&err));
+    }
+
+    fn start(self: &Arc<Self>, tasks: &Arc<ConnectionTasks>, frame: Frame) {
+        let header = frame.header;
+        let conn = &tasks.conn;
+        let Some(entry) = service::by_id(header.service).filter(|_| {
+            self.hosted
+                .get(header.service as usize)
+                .copied()
+                .unwrap_or(false)
+        }) else {
+            let err = CallError::UnknownService {
+                service: service::by_id(header.service)
+                    .map_or_else(|| format!("#{}", header.service), |e| e.name.to_owned()),
+                peer: self.hello.instance.clone(),
+                hosted: self.services().collect::<Vec<_>>().join(", "),
+            };
+            return self.refuse(conn, &header, err);
+        };
+        if self.draining.load(Ordering::Acquire) {
+            let err = CallError::Draining {
+                service: entry.name.to_owned(),
+            };
+            return self.refuse(conn, &header, err);
+        }
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight { host: self.clone() };
+        if before >= self.config.max_in_flight {
+            drop(guard);
+            let err = CallError::Overloaded {
+                service: entry.name.to_owned(),
+                limit: self.config.max_in_flight,
+            };
+            return self.refuse(conn, &header, err);
+        }
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        lock(&tasks.running).insert(header.request_id, cancel_tx);
+        let ctx = CallContext {
+            deadline: (header.deadline_us > 0).then(|| {
+                std::time::Instant::now() + Duration::from_micros(header.deadline_us)
+            }),
+            trace: header.trace,
+            attempt: header.attempt,
+            router: Some(self.router.clone()),
+        };
+        let tasks = tasks.clone();
+        let host = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let run = run_body(entry, frame, ctx);
+            let outcome = tokio::select! {
+                outcome = run => Some(outcome),
+                _ = cancel_rx => None,
+            };
+            lock(&tasks.running).remove(&header.request_id);
+            let Some(outcome) = outcome else { return };
+            let mut reply = Header::new(Kind::Response, header.request_id);
+            reply.service = header.service;
+            match outcome {
+                Outcome::Ok(bytes) => {
+                    tasks.conn.send(&reply, &bytes);
+                }
+                Outcome::Err(bytes) => {
+                    host.errors.fetch_add(1, Ordering::Relaxed);
+                    reply.kind = Kind::Error;
+                    tasks.conn.send(&reply, &bytes);
+                }
+                Outcome::Fault(err) => {
+                    host.errors.fetch_add(1, Ordering::Relaxed);
+                    reply.kind = Kind::Fault;
+                    tasks.conn.send(&reply, &wire::encode_fault(&err));
+                }
+            }
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts a request in flight until dropped, even when the request is cancelled.
+struct InFlight {
+    host: Arc<Host>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let host = &self.host;
+        host.completed.fetch_add(1, Ordering::Relaxed);
+        if host.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
+            && host.draining.load(Ordering::Acquire)
+        {
+            host.idle.notify_waiters();
+        }
+    }
+}
+
+/// Run one request's body in its context, under its deadline, catching panics.
+async fn run_body(entry: &'static ServiceEntry, frame: Frame, ctx: CallContext) -> Outcome {
+    let deadline = ctx.deadline;
+    let budget = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+    let body = context::scope(ctx, (entry.handle)(frame.payload));
+    let body = async move {
+        if entry.options.blocking {
+            let handle = tokio::runtime::Handle::current();
+            match tokio::task::spawn_blocking(move || handle.block_on(body)).await {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Fault(panicked(entry, e.is_panic())),
+            }
+        } else {
+            std::panic::AssertUnwindSafe(body)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Outcome::Fault(panicked(entry, true)))
+        }
+    };
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), body)
+            .await
+            .unwrap_or_else(|_| {
+                Outcome::Fault(CallError::DeadlineExceeded {
+                    service: entry.name.to_owned(),
+                    budget: budget.unwrap_or_default(),
+                })
+            }),
+        None => body.await,
+    }
+}
+
+fn panicked(entry: &ServiceEntry, panic: bool) -> CallError {
+    tracing::error!(service = entry.name, "handler panicked");
+    CallError::Internal {
+        service: entry.name.to_owned(),
+        message: if panic {
+            "the handler panicked; see the instance's log".to_owned()
+        } else {
+            "the handler was cancelled".to_owned()
+        },
+    }
+}
+
+/// Connects a host to one connection's frames.
+struct HostHandler {
+    host: Arc<Host>,
+    tasks: std::sync::OnceLock<Arc<ConnectionTasks>>,
+}
+
+impl Handler for HostHandler {
+    fn on_frame(self: Arc<Self>, conn: &Connection, frame: Frame) {
+        let tasks = self.tasks.get_or_init(|| {
+            let tasks = Arc::new(ConnectionTasks {
+                conn: conn.clone(),
+                running: Mutex::new(HashMap::new()),
+            });
+            lock(&self.host.connections).push(Arc::downgrade(&tasks));
+            if self.host.draining.load(Ordering::Acquire) {
+                conn.go_away();
+            }
+            tasks
+        });
+        match frame.header.kind {
+            Kind::Request => self.host.start(tasks, frame),
+            Kind::Cancel => {
+                // Dropping the sender wakes the task, which drops the body.
+                lock(&tasks.running).remove(&frame.header.request_id);
+            }
+            Kind::Ping => {
+                let load = self.host.load();
+                let payload = postcard::to_stdvec(&load).unwrap_or_default();
+                conn.send(&Header::new(Kind::Pong, frame.header.request_id), &payload);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_close(&self, _conn: &Connection) {
+        if let Some(tasks) = self.tasks.get() {
+            // The caller is gone: nobody will read these replies.
+            lock(&tasks.running).clear();
+        }
+    }
+}
+
+/// Accept connections on `listener` and serve `host`'s services until `shutdown`
+/// resolves; then drain: stop accepting, finish the work in flight, and return.
+pub async fn serve(
+    mut listener: impl Listener,
+    host: Arc<Host>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Typically out of file descriptors: give the process a moment.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let host = host.clone();
+        tokio::spawn(async move {
+            let handler = Arc::new(HostHandler {
+                host: host.clone(),
+                tasks: std::sync::OnceLock::new(),
+            });
+            let result = Connection::establish(
+                stream,
+                peer.clone(),
+                false,
+                &host.hello,
+                host.config.connection,
+                Some(handler as Arc<dyn Handler>),
+            )
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(%peer, error = %e, "refused connection");
+            }
+        });
+    }
+    drop(listener);
+    let abandoned = host.drain().await;
+    if abandoned > 0 {
+        tracing::warn!(abandoned, "drain timed out with requests still in flight");
+    }
+}
+
+/// A trace context for a new span under `parent`, starting a trace when there is none.
+pub(crate) fn child_trace(parent: &TraceContext) -> TraceContext {
+    let mut trace = *parent;
+    if !trace.is_set() {
+        trace.trace_id = fastrand::u128(1..).to_be_bytes();
+        trace.flags = 1;
+    }
+    trace.span_id = fastrand::u64(1..).to_be_bytes();
+    trace
+}

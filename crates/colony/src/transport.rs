@@ -1,0 +1,655 @@
+//! Connections: multiplexed, batched, and generic over the byte stream.
+//!
+//! Owns: [`Connection`] (one per peer pair, carrying any number of concurrent calls), the
+//! [`Dialer`] and [`Listener`] abstractions, and their TCP and in-memory implementations.
+//! Promises: every frame leaves through one writer task that batches whatever is queued
+//! into one write; one reader task wakes each parked call by its request id; a connection
+//! that sends a malformed or oversized frame is closed alone, with the reason logged.
+//! Must not touch: the meaning of payloads (the `call` and `host` modules own that).
+//!
+//! Anything that is `AsyncRead + AsyncWrite` can carry a connection, so TLS wraps the TCP
+//! stream in a [`Dialer`] and [`Listener`] without touching the rest.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::service::BoxFuture;
+use crate::wire::{self, Decoder, Frame, Header, Hello, Kind, WireError};
+
+/// A byte stream that can carry a connection.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// A boxed [`Stream`].
+pub type BoxStream = Box<dyn Stream>;
+
+/// Opens byte streams to peers by address.
+pub trait Dialer: Send + Sync + 'static {
+    /// Open a stream to `addr`.
+    fn dial(&self, addr: &str) -> BoxFuture<io::Result<BoxStream>>;
+}
+
+/// What [`Listener::accept`] returns.
+pub type AcceptFuture<'a> =
+    std::pin::Pin<Box<dyn Future<Output = io::Result<(BoxStream, String)>> + Send + 'a>>;
+
+/// Accepts byte streams from peers.
+pub trait Listener: Send + 'static {
+    /// Wait for the next stream, with a label for its peer.
+    fn accept(&mut self) -> AcceptFuture<'_>;
+    /// The address peers dial to reach this listener.
+    fn local_addr(&self) -> String;
+}
+
+/// Dials over TCP with `TCP_NODELAY`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: &str) -> BoxFuture<io::Result<BoxStream>> {
+        let addr = addr.to_owned();
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(&addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+}
+
+/// Accepts TCP connections, setting `TCP_NODELAY` on each.
+pub struct TcpListener {
+    inner: tokio::net::TcpListener,
+    addr: String,
+}
+
+impl TcpListener {
+    /// Bind `addr` (use port 0 for any free port).
+    pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+        let inner = tokio::net::TcpListener::bind(addr).await?;
+        let addr = inner.local_addr()?.to_string();
+        Ok(TcpListener {
+            inner,
+            addr,
+        })
+    }
+
+    /// Wrap a listener bound elsewhere.
+    pub fn from_tokio(inner: tokio::net::TcpListener) -> io::Result<TcpListener> {
+        let addr = inner.local_addr()?.to_string();
+        Ok(TcpListener {
+            inner,
+            addr,
+        })
+    }
+}
+
+impl Listener for TcpListener {
+    fn accept(&mut self) -> AcceptFuture<'_> {
+        Box::pin(async move {
+            let (stream, peer) = self.inner.accept().await?;
+            stream.set_nodelay(true)?;
+            Ok((Box::new(stream) as BoxStream, peer.to_string()))
+        })
+    }
+
+    fn local_addr(&self) -> String {
+        self.addr.clone()
+    }
+}
+
+/// An in-memory network: listeners bound by name, dialed without sockets. For tests.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    listeners: Arc<Mutex<HashMap<String, mpsc::Sender<tokio::io::DuplexStream>>>>,
+}
+
+impl std::fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryNetwork").finish_non_exhaustive()
+    }
+}
+
+impl MemoryNetwork {
+    /// A new, empty network.
+    pub fn new() -> MemoryNetwork {
+        MemoryNetwork::default()
+    }
+
+    /// Listen on `name`; a later bind of the same name replaces this one.
+    pub fn bind(&self, name: &str) -> MemoryListener {
+        let (tx, rx) = mpsc::channel(64);
+        lock(&self.listeners).insert(name.to_owned(), tx);
+        MemoryListener {
+            name: name.to_owned(),
+            incoming: rx,
+            dialed: AtomicU64::new(0),
+        }
+    }
+
+    /// Remove `name`, so that dialing it fails as a refused connection would.
+    pub fn unbind(&self, name: &str) {
+        lock(&self.listeners).remove(name);
+    }
+}
+
+impl Dialer for MemoryNetwork {
+    fn dial(&self, addr: &str) -> BoxFuture<io::Result<BoxStream>> {
+        let target = lock(&self.listeners).get(addr).cloned();
+        Box::pin(async move {
+            let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "no listener");
+            let target = target.ok_or_else(refused)?;
+            let (ours, theirs) = tokio::io::duplex(256 * 1024);
+            target.send(theirs).await.map_err(|_| refused())?;
+            Ok(Box::new(ours) as BoxStream)
+        })
+    }
+}
+
+/// The listening end of a [`MemoryNetwork`] name.
+pub struct MemoryListener {
+    name: String,
+    incoming: mpsc::Receiver<tokio::io::DuplexStream>,
+    dialed: AtomicU64,
+}
+
+impl Listener for MemoryListener {
+    fn accept(&mut self) -> AcceptFuture<'_> {
+        let n = self.dialed.fetch_add(1, Ordering::Relaxed);
+        let label = format!("{}#{n}", self.name);
+        Box::pin(async move {
+            match self.incoming.recv().await {
+                Some(stream) => Ok((Box::new(stream) as BoxStream, label)),
+                None => Err(io::Error::new(io::ErrorKind::NotConnected, "network closed")),
+            }
+        })
+    }
+
+    fn local_addr(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// Limits and timeouts of a connection.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ConnectionConfig {
+    /// The largest frame accepted (header and payload); larger ones close the connection.
+    pub max_frame: usize,
+    /// How long the peer has to complete the handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max_frame: wire::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The stream failed.
+    #[error("i/o error during the handshake: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent something that is not a Colony handshake.
+    #[error("the peer is not speaking Colony's protocol: {0}")]
+    Wire(#[from] WireError),
+    /// The peer did not finish the handshake in time.
+    #[error("the peer did not complete the handshake within {0:?}")]
+    Timeout(Duration),
+    /// The peer runs another build.
+    #[error("build fingerprint mismatch: ours {ours}, theirs {theirs}")]
+    Fingerprint {
+        /// Ours.
+        ours: String,
+        /// Theirs.
+        theirs: String,
+    },
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: ours {ours}, theirs {theirs}")]
+    Protocol {
+        /// Ours.
+        ours: u16,
+        /// Theirs.
+        theirs: u16,
+    },
+}
+
+/// What a parked call receives: the reply frame, or why none will come.
+pub(crate) type Reply = Result<Frame, String>;
+
+/// Serves the requests that arrive on a connection. Implemented by the host.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// A request, ping or cancel arrived. Replies go through `conn`.
+    fn on_frame(self: Arc<Self>, conn: &Connection, frame: Frame);
+    /// The connection closed; abandon work that only it was waiting for.
+    fn on_close(&self, conn: &Connection);
+}
+
+/// One multiplexed connection to a peer.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// A label for logs and errors: the peer's address.
+    peer: String,
+    /// The peer's handshake: its instance id and the services it hosts.
+    remote: Hello,
+    /// Service name → the peer's id for it, from `remote`.
+    remote_ids: HashMap<String, u32>,
+    /// Frames waiting for the writer task; appended by anyone, drained in one write.
+    out: Mutex<BytesMut>,
+    /// Wakes the writer when `out` gains frames.
+    out_ready: Notify,
+    /// Parked calls by request id.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// The next request id this side uses.
+    next_id: AtomicU64,
+    /// Set once the connection is dead; no frame is sent after it.
+    closed: AtomicBool,
+    /// Why it closed, for errors of calls that find it closed.
+    close_reason: Mutex<Option<String>>,
+    /// The peer asked for no new requests.
+    going_away: AtomicBool,
+    /// Wakes the writer for shutdown.
+    shutdown: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.shared.peer)
+            .field("instance", &self.shared.remote.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Set up a connection: exchange handshakes, then start its reader and writer tasks.
+    ///
+    /// The dialing side (`dialer == true`) speaks first. Each side refuses a peer with
+    /// another protocol version or build fingerprint.
+    pub(crate) async fn establish(
+        mut stream: BoxStream,
+        peer: String,
+        dialer: bool,
+        local: &Hello,
+        config: ConnectionConfig,
+        handler: Option<Arc<dyn Handler>>,
+    ) -> Result<Connection, HandshakeError> {
+        let decoder = Decoder::new(config.max_frame);
+        let mut buf = BytesMut::with_capacity(4096);
+        let exchange = async {
+            if dialer {
+                send_hello(&mut stream, local).await?;
+            }
+            let frame = read_frame(&mut stream, &decoder, &mut buf).await?;
+            let remote = match frame.header.kind {
+                Kind::Hello => Hello::from_payload(&frame.payload)?,
+                Kind::Fault => {
+                    let reason = wire::decode_fault(&frame.payload)
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|e| e.to_string());
+                    return Err(HandshakeError::Io(io::Error::other(reason)));
+                }
+                other => {
+                    return Err(HandshakeError::Wire(WireError::Payload {
+                        what: "handshake",
+                        reason: format!("expected a Hello frame first, got {other:?}"),
+                    }));
+                }
+            };
+            let verdict = check_peer(local, &remote);
+            if !dialer {
+                match &verdict {
+                    Ok(()) => send_hello(&mut stream, local).await?,
+                    Err(e) => {
+                        let fault = crate::CallError::Protocol {
+                            reason: format!("handshake refused: {e}"),
+                        };
+                        let mut out = BytesMut::new();
+                        wire::encode(
+                            &mut out,
+                            &Header::new(Kind::Fault, 0),
+                            &wire::encode_fault(&fault),
+                        );
+                        let _ = stream.write_all(&out).await;
+                    }
+                }
+            }
+            verdict.map(|()| remote)
+        };
+        let remote = tokio::time::timeout(config.handshake_timeout, exchange)
+            .await
+            .map_err(|_| HandshakeError::Timeout(config.handshake_timeout))??;
+
+        let remote_ids = remote.services.iter().cloned().collect();
+        let shared = Arc::new(Shared {
+            peer,
+            remote,
+            remote_ids,
+            out: Mutex::new(BytesMut::with_capacity(16 * 1024)),
+            out_ready: Notify::new(),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            close_reason: Mutex::new(None),
+            going_away: AtomicBool::new(false),
+            shutdown: Notify::new(),
+        });
+        let conn = Connection { shared };
+        let (reader, writer) = tokio::io::split(stream);
+        tokio::spawn(write_loop(conn.clone(), writer));
+        tokio::spawn(read_loop(conn.clone(), reader, decoder, buf, handler));
+        Ok(conn)
+    }
+
+    /// The peer's address, as dialed or accepted.
+    pub fn peer(&self) -> &str {
+        &self.shared.peer
+    }
+
+    /// The peer's instance id, from its handshake.
+    pub fn remote_instance(&self) -> &str {
+        &self.shared.remote.instance
+    }
+
+    /// The peer's id for service `name`, if it hosts it.
+    pub fn remote_service_id(&self, name: &str) -> Option<u32> {
+        self.shared.remote_ids.get(name).copied()
+    }
+
+    /// The names of the services the peer hosts.
+    pub fn remote_services(&self) -> impl Iterator<Item = &str> {
+        self.shared.remote.services.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Whether the connection can still carry new calls.
+    pub fn is_usable(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire)
+            && !self.shared.going_away.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection is dead.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Queue a frame for the writer. Returns false when the connection is closed.
+    pub(crate) fn send(&self, header: &Header, payload: &[u8]) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let was_empty = {
+            let mut out = lock(&self.shared.out);
+            let was_empty = out.is_empty();
+            wire::encode(&mut out, header, payload);
+            was_empty
+        };
+        if was_empty {
+            self.shared.out_ready.notify_one();
+        }
+        true
+    }
+
+    /// Send a request and park until its reply, the connection's death, or `deadline`.
+    ///
+    /// Dropping the returned future cancels the call: the peer gets a `Cancel` frame.
+    pub(crate) async fn request(
+        &self,
+        mut header: Header,
+        payload: &[u8],
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Frame, RequestError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        header.request_id = id;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.pending).insert(id, tx);
+        let mut guard = Parked {
+            conn: self,
+            id,
+            armed: true,
+        };
+        if !self.send(&header, payload) {
+            guard.armed = false;
+            lock(&self.shared.pending).remove(&id);
+            return Err(RequestError::Closed(self.close_reason()));
+        }
+        let reply = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, rx).await {
+                Ok(r) => r,
+                Err(_) => return Err(RequestError::Deadline),
+            },
+            None => rx.await,
+        };
+        guard.armed = false;
+        match reply {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(reason)) => Err(RequestError::Closed(reason)),
+            Err(_) => Err(RequestError::Closed(self.close_reason())),
+        }
+    }
+
+    /// Tell the peer to send no new requests here.
+    pub(crate) fn go_away(&self) {
+        self.send(&Header::new(Kind::GoAway, 0), &[]);
+    }
+
+    /// Close the connection, failing every parked call with `reason`.
+    pub fn close(&self, reason: &str) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&self.shared.close_reason).get_or_insert_with(|| reason.to_owned());
+        let parked: Vec<_> = lock(&self.shared.pending).drain().collect();
+        for (_, tx) in parked {
+            let _ = tx.send(Err(reason.to_owned()));
+        }
+        self.shared.shutdown.notify_one();
+        self.shared.out_ready.notify_one();
+    }
+
+    fn close_reason(&self) -> String {
+        lock(&self.shared.close_reason)
+            .clone()
+            .unwrap_or_else(|| "connection closed".to_owned())
+    }
+
+    fn complete(&self, frame: Frame) {
+        let tx = lock(&self.shared.pending).remove(&frame.header.request_id);
+        if let Some(tx) = tx {
+            let _ = tx.send(Ok(frame));
+        }
+        // A reply for an unknown id is for a call that was cancelled or timed out: drop it.
+    }
+}
+
+/// Why a request got no reply frame.
+#[derive(Debug)]
+pub(crate) enum RequestError {
+    /// The connection closed (with the reason) before the reply.
+    Closed(String),
+    /// The deadline passed.
+    Deadline,
+}
+
+/// A parked call; dropping it before its reply unparks it and cancels the remote work.
+struct Parked<'a> {
+    conn: &'a Connection,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let was_parked = lock(&self.conn.shared.pending).remove(&self.id).is_some();
+            if was_parked {
+                self.conn.send(&Header::new(Kind::Cancel, self.id), &[]);
+            }
+        }
+    }
+}
+
+async fn send_hello(stream: &mut BoxStream, hello: &Hello) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    wire::encode(&mut out, &Header::new(Kind::Hello, 0), &hello.to_payload());
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+async fn read_frame(
+    stream: &mut BoxStream,
+    decoder: &Decoder,
+    buf: &mut BytesMut,
+) -> Result<Frame, HandshakeError> {
+    loop {
+        if let Some(frame) = decoder.decode(buf)? {
+            return Ok(frame);
+        }
+        reserve_for_next(decoder, buf)?;
+        if stream.read_buf(buf).await? == 0 {
+            return Err(HandshakeError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the connection during the handshake",
+            )));
+        }
+    }
+}
+
+fn reserve_for_next(decoder: &Decoder, buf: &mut BytesMut) -> Result<(), WireError> {
+    let want = decoder.pending_len(buf)?.unwrap_or(0).max(buf.len() + 8192);
+    buf.reserve(want - buf.len());
+    Ok(())
+}
+
+fn check_peer(local: &Hello, remote: &Hello) -> Result<(), HandshakeError> {
+    if remote.protocol != local.protocol {
+        return Err(HandshakeError::Protocol {
+            ours: local.protocol,
+            theirs: remote.protocol,
+        });
+    }
+    if remote.fingerprint != local.fingerprint {
+        return Err(HandshakeError::Fingerprint {
+            ours: local.fingerprint.clone(),
+            theirs: remote.fingerprint.clone(),
+        });
+    }
+    Ok(())
+}
+
+async fn write_loop(conn: Connection, mut writer: tokio::io::WriteHalf<BoxStream>) {
+    let shared = &conn.shared;
+    let mut spare = BytesMut::with_capacity(16 * 1024);
+    let mut yielded = false;
+    loop {
+        let batch = {
+            let mut out = lock(&shared.out);
+            spare.clear();
+            std::mem::replace(&mut *out, std::mem::take(&mut spare))
+        };
+        if batch.is_empty() {
+            if shared.closed.load(Ordering::Acquire) {
+                break;
+            }
+            if !yielded {
+                // Let tasks that are about to queue a frame do so, so that they share this
+                // write instead of each paying for a syscall of its own.
+                yielded = true;
+                tokio::task::yield_now().await;
+                spare = batch;
+                continue;
+            }
+            yielded = false;
+            spare = batch;
+            shared.out_ready.notified().await;
+            continue;
+        }
+        yielded = false;
+        if let Err(e) = writer.write_all(&batch).await {
+            conn.close(&format!("write to {} failed: {e}", shared.peer));
+            break;
+        }
+        spare = batch;
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop(
+    conn: Connection,
+    mut reader: tokio::io::ReadHalf<BoxStream>,
+    decoder: Decoder,
+    mut buf: BytesMut,
+    handler: Option<Arc<dyn Handler>>,
+) {
+    let reason = loop {
+        let decoded = loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => dispatch(&conn, frame, &handler),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = decoded.and_then(|()| reserve_for_next(&decoder, &mut buf)) {
+            tracing::warn!(peer = %conn.peer(), error = %e, "closing connection: malformed input");
+            break format!("the peer sent a malformed frame: {e}");
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => break "the peer closed the connection".to_owned(),
+                Ok(_) => {}
+                Err(e) => break format!("read failed: {e}"),
+            },
+            _ = conn.shared.shutdown.notified() => break conn.close_reason(),
+        }
+    };
+    conn.close(&reason);
+    if let Some(h) = &handler {
+        h.on_close(&conn);
+    }
+}
+
+fn dispatch(conn: &Connection, frame: Frame, handler: &Option<Arc<dyn Handler>>) {
+    match frame.header.kind {
+        Kind::Response | Kind::Error | Kind::Fault | Kind::Pong => conn.complete(frame),
+        Kind::GoAway => conn.shared.going_away.store(true, Ordering::Release),
+        Kind::Request | Kind::Cancel | Kind::Ping => match handler {
+            Some(h) => h.clone().on_frame(conn, frame),
+            None if frame.header.kind == Kind::Ping => {
+                conn.send(&Header::new(Kind::Pong, frame.header.request_id), &[]);
+            }
+            None if frame.header.kind == Kind::Request => {
+                let fault = crate::CallError::Protocol {
+                    reason: "this connection serves no services".to_owned(),
+                };
+                let mut h = Header::new(Kind::Fault, frame.header.request_id);
+                h.service = frame.header.service;
+                conn.send(&h, &wire::encode_fault(&fault));
+            }
+            None => {}
+        },
+        Kind::Hello => {
+            tracing::warn!(peer = %conn.peer(), "closing connection: a second handshake arrived");
+            conn.close("the peer sent a second handshake");
+        }
+    }
+}
