@@ -92,3 +92,23 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         s
     })
 }
+
+/// Run `fut` with a deadline `timeout` from now (or the current one, if that is sooner):
+/// every call made inside it carries that deadline, and fails by then at the latest.
+///
+/// ```
+/// # async fn f() {
+/// use std::time::Duration;
+/// let left = colony::context::with_timeout(Duration::from_secs(2), async {
+///     colony::context::remaining()
+/// })
+/// .await;
+/// assert!(left.is_some_and(|d| d <= Duration::from_secs(2)));
+/// # }
+/// ```
+pub async fn with_timeout<F: Future>(timeout: Duration, fut: F) -> F::Output {
+    let deadline = Instant::now() + timeout;
+    let mut ctx = CONTEXT.try_with(Clone::clone).unwrap_or_default();
+    ctx.deadline = Some(ctx.deadline.map_or(deadline, |d| d.min(deadline)));
+    CONTEXT.scope(ctx, fut).await
+}

@@ -24,6 +24,16 @@ pub mod control {
     pub use crate::host::{Host, HostConfig, serve};
     pub use crate::identity::{fingerprint, instance_id};
 
+    /// Run `fut` with `router` routing every call made inside it (but not inside tasks it
+    /// spawns, which use the default router).
+    pub async fn with_router<F: Future>(router: std::sync::Arc<crate::call::Router>, fut: F) -> F::Output {
+        let ctx = crate::context::CallContext {
+            router: Some(router),
+            ..Default::default()
+        };
+        crate::context::scope(ctx, fut).await
+    }
+
     /// Make `router` the one that calls outside any handler use. Only the first call counts.
     pub fn install_router(router: std::sync::Arc<crate::call::Router>) -> bool {
         crate::context::set_default_router(router)

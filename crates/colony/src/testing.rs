@@ -22,7 +22,6 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::call::{Peer, Router};
-use crate::context::{self, CallContext};
 use crate::host::{Host, HostConfig, serve};
 use crate::transport::{Dialer, MemoryNetwork, TcpDialer, TcpListener};
 
@@ -122,12 +121,9 @@ impl Cluster {
     }
 
     /// Run `fut` as a client of the cluster: the services it calls run on the instances.
-    pub async fn run<F: Future>(&self, fut: F) -> F::Output {
-        let ctx = CallContext {
-            router: Some(self.client.clone()),
-            ..CallContext::default()
-        };
-        context::scope(ctx, fut).await
+    /// The returned future does not borrow the cluster, so it can be spawned.
+    pub fn run<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> + use<F> {
+        crate::control::with_router(self.client.clone(), fut)
     }
 
     /// Drain every instance and wait for them to stop.

@@ -319,21 +319,9 @@ impl Connection {
             };
             let verdict = check_peer(local, &remote);
             if !dialer {
-                match &verdict {
-                    Ok(()) => send_hello(&mut stream, local).await?,
-                    Err(e) => {
-                        let fault = crate::CallError::Protocol {
-                            reason: format!("handshake refused: {e}"),
-                        };
-                        let mut out = BytesMut::new();
-                        wire::encode(
-                            &mut out,
-                            &Header::new(Kind::Fault, 0),
-                            &wire::encode_fault(&fault),
-                        );
-                        let _ = stream.write_all(&out).await;
-                    }
-                }
+                // Answer with our own handshake even when refusing, so that the dialer sees
+                // both fingerprints and can say which builds disagree.
+                send_hello(&mut stream, local).await?;
             }
             verdict.map(|()| remote)
         };

@@ -1,0 +1,108 @@
+//! The fixture services.
+
+/// Echo and errors.
+pub mod basic {
+    use colony::{ErrorKind, ServiceError, microservice};
+
+    /// Returns its input.
+    #[microservice(exposed)]
+    pub async fn echo(text: String) -> Result<String, ServiceError> {
+        Ok(text)
+    }
+
+    /// Adds two numbers, one of them optional.
+    #[microservice]
+    pub async fn add(a: i64, b: Option<i64>) -> Result<i64, ServiceError> {
+        Ok(a + b.unwrap_or(0))
+    }
+
+    /// Fails with the service's own error.
+    #[microservice]
+    pub async fn fail(message: String) -> Result<(), ServiceError> {
+        Err(ServiceError::new(ErrorKind::NotFound, message))
+    }
+
+    /// Panics: the caller must get an error, and the instance must keep serving.
+    #[microservice]
+    pub async fn explode() -> Result<(), ServiceError> {
+        panic!("boom")
+    }
+
+    /// The time left before this call's deadline, in milliseconds.
+    #[microservice]
+    pub async fn remaining_ms() -> Result<Option<u64>, ServiceError> {
+        Ok(colony::context::remaining().map(|d| d.as_millis() as u64))
+    }
+
+    /// Calls `remaining_ms` on another instance: the deadline must travel.
+    #[microservice(timeout = "5s")]
+    pub async fn relay_remaining() -> Result<Option<u64>, ServiceError> {
+        remaining_ms().await
+    }
+}
+
+/// Two services that call each other, `depth` levels deep in all.
+pub mod chain {
+    use colony::{ServiceError, microservice};
+
+    /// Calls `pong(depth - 1)`; returns the number of levels below it.
+    #[microservice(timeout = "60s")]
+    pub async fn ping(depth: u32) -> Result<u32, ServiceError> {
+        if depth == 0 {
+            return Ok(0);
+        }
+        Ok(pong(depth - 1).await? + 1)
+    }
+
+    /// Calls `ping(depth - 1)`.
+    #[microservice(timeout = "60s")]
+    pub async fn pong(depth: u32) -> Result<u32, ServiceError> {
+        if depth == 0 {
+            return Ok(0);
+        }
+        Ok(ping(depth - 1).await? + 1)
+    }
+}
+
+/// Slow work, for deadlines, load and kills.
+pub mod work {
+    use std::time::Duration;
+
+    use colony::{ServiceError, microservice};
+
+    /// Sleeps `ms` milliseconds without holding a thread.
+    #[microservice]
+    pub async fn sleep_ms(ms: u64) -> Result<u64, ServiceError> {
+        tracing::info!(ms, "sleep started");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+
+    /// Sleeps `ms` milliseconds holding its thread, on the blocking pool.
+    #[microservice(blocking)]
+    pub async fn block_ms(ms: u64) -> Result<u64, ServiceError> {
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(ms)
+    }
+
+    /// Calls `sleep_ms` on its instance: for kills of the callee mid-call.
+    #[microservice]
+    pub async fn relay_sleep(ms: u64) -> Result<u64, ServiceError> {
+        sleep_ms(ms).await
+    }
+
+    /// Makes `n` concurrent calls of `sleep_ms(ms)` and returns how many succeeded.
+    #[microservice(timeout = "120s")]
+    pub async fn fan_out(n: u32, ms: u64) -> Result<u32, ServiceError> {
+        let calls = (0..n).map(|_| sleep_ms(ms));
+        let results = futures_util::future::join_all(calls).await;
+        let mut ok = 0;
+        for r in results {
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ok)
+    }
+}
