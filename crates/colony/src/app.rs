@@ -41,7 +41,12 @@ enum Role {
 #[derive(Args, Debug)]
 struct Common {
     /// A peer hosting services: NAME=ADDR, where NAME is a service, `module::*`, or `*`.
-    #[arg(long = "peer", value_name = "NAME=ADDR", env = "COLONY_PEERS", value_delimiter = ',')]
+    #[arg(
+        long = "peer",
+        value_name = "NAME=ADDR",
+        env = "COLONY_PEERS",
+        value_delimiter = ','
+    )]
     peers: Vec<String>,
     /// Tokio worker threads (default: the largest `threads` of the hosted services, else one per core).
     #[arg(long, env = "COLONY_THREADS")]
@@ -124,7 +129,9 @@ pub fn main() -> Result<()> {
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // `run` is the default role: `app` and `app --listen X` mean `app run ...`.
     let first = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    if argv.len() == 1 || (first.starts_with('-') && !matches!(first, "-h" | "--help" | "-V" | "--version")) {
+    if argv.len() == 1
+        || (first.starts_with('-') && !matches!(first, "-h" | "--help" | "-V" | "--version"))
+    {
         argv.insert(1, "run".into());
     }
     let cli = Cli::parse_from(argv);
@@ -215,8 +222,10 @@ async fn host_role(
     max_in_flight: u64,
     drain_timeout: Duration,
 ) -> Result<()> {
-    let mut connection = ConnectionConfig::default();
-    connection.max_frame = common.max_frame;
+    let connection = ConnectionConfig {
+        max_frame: common.max_frame,
+        ..ConnectionConfig::default()
+    };
     let router = Router::builder(Arc::new(TcpDialer))
         .hosted(services.iter().cloned())
         .peers(parse_peers(&common)?)
@@ -224,17 +233,16 @@ async fn host_role(
         .build()
         .map_err(Error::Usage)?;
     crate::context::set_default_router(router.clone());
-    let mut config = HostConfig::default();
-    config.max_in_flight = max_in_flight;
-    config.drain_timeout = drain_timeout;
-    config.connection = connection;
+    let config = HostConfig {
+        max_in_flight,
+        drain_timeout,
+        connection,
+    };
     let names: Vec<&str> = services.iter().map(String::as_str).collect();
     let host = Host::new(&names, router, config).map_err(Error::Usage)?;
     let listener = TcpListener::bind(&listen).await.map_err(|e| {
         Error::io(
-            format!(
-                "could not listen on {listen} (pass --listen 127.0.0.1:0 for any free port)"
-            ),
+            format!("could not listen on {listen} (pass --listen 127.0.0.1:0 for any free port)"),
             e,
         )
     })?;
@@ -327,9 +335,8 @@ async fn call_role(args: CallArgs) -> Result<()> {
             Outcome::Fault(e) => return Err(e.into()),
         }
     };
-    let value = (entry.result_to_json)(&bytes, ok).map_err(|reason| {
-        Error::Call(crate::CallError::Protocol { reason })
-    })?;
+    let value = (entry.result_to_json)(&bytes, ok)
+        .map_err(|reason| Error::Call(crate::CallError::Protocol { reason }))?;
     if ok {
         println!(
             "{}",

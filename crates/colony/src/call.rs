@@ -74,9 +74,7 @@ fn remote_router(entry: &'static ServiceEntry) -> Option<Arc<Router>> {
     let scoped = context::with(|c| c.router.clone()).flatten();
     match scoped {
         Some(r) => (!r.hosts(id)).then_some(r),
-        None => context::default_router()
-            .filter(|r| !r.hosts(id))
-            .cloned(),
+        None => context::default_router().filter(|r| !r.hosts(id)).cloned(),
     }
 }
 
@@ -285,11 +283,15 @@ impl Router {
         options: CallOptions,
     ) -> Result<Reply, CallError> {
         let (ctx_deadline, parent, ctx_attempt) =
-            context::with(|c: &CallContext| (c.deadline, c.trace, c.attempt))
-                .unwrap_or((None, TraceContext::default(), 0));
-        let deadline = options.deadline.or(ctx_deadline).unwrap_or_else(|| {
-            Instant::now() + entry.options.timeout().unwrap_or(DEFAULT_TIMEOUT)
-        });
+            context::with(|c: &CallContext| (c.deadline, c.trace, c.attempt)).unwrap_or((
+                None,
+                TraceContext::default(),
+                0,
+            ));
+        let deadline = options
+            .deadline
+            .or(ctx_deadline)
+            .unwrap_or_else(|| Instant::now() + entry.options.timeout().unwrap_or(DEFAULT_TIMEOUT));
         let budget = deadline.saturating_duration_since(Instant::now());
         let deadline_exceeded = || CallError::DeadlineExceeded {
             service: entry.name.to_owned(),
@@ -332,11 +334,13 @@ impl Router {
         match frame.header.kind {
             Kind::Response => Ok(Reply::Ok(frame.payload)),
             Kind::Error => Ok(Reply::Err(frame.payload)),
-            Kind::Fault => Err(wire::decode_fault(&frame.payload).unwrap_or_else(|e| {
-                CallError::Protocol {
-                    reason: e.to_string(),
-                }
-            })),
+            Kind::Fault => {
+                Err(
+                    wire::decode_fault(&frame.payload).unwrap_or_else(|e| CallError::Protocol {
+                        reason: e.to_string(),
+                    }),
+                )
+            }
             other => Err(CallError::Protocol {
                 reason: format!("expected a reply, got a {other:?} frame"),
             }),
@@ -360,9 +364,10 @@ impl Router {
                 let (ea, eb) = (&endpoints[a], &endpoints[b]);
                 let load = |e: &Endpoint| {
                     // A dead connection counts as busy, so a live instance wins.
-                    let dead = e.conn.lock().map_or(false, |c| {
-                        c.as_ref().is_some_and(|c| !c.is_usable())
-                    });
+                    let dead = e
+                        .conn
+                        .lock()
+                        .is_ok_and(|c| c.as_ref().is_some_and(|c| !c.is_usable()));
                     e.in_flight.load(Ordering::Relaxed) + if dead { 1 << 20 } else { 0 }
                 };
                 Ok(if load(ea) <= load(eb) { ea } else { eb })
@@ -480,10 +485,7 @@ mod tests {
         );
         assert!(Peer::parse("127.0.0.1:1").is_err());
         assert!(Peer::parse("=x").is_err());
-        assert_eq!(
-            Peer::parse_list("a=1, b=2,").map(|v| v.len()),
-            Ok(2)
-        );
+        assert_eq!(Peer::parse_list("a=1, b=2,").map(|v| v.len()), Ok(2));
     }
 
     #[test]

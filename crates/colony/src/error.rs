@@ -99,7 +99,9 @@ pub enum CallError {
         theirs: String,
     },
     /// The connection to the instance failed before its reply arrived.
-    #[error("service `{service}`: the connection to its instance was lost before it replied: {reason}")]
+    #[error(
+        "service `{service}`: the connection to its instance was lost before it replied: {reason}"
+    )]
     ConnectionLost {
         /// The service that was called.
         service: String,

@@ -201,9 +201,8 @@ impl Host {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         lock(&tasks.running).insert(header.request_id, cancel_tx);
         let ctx = CallContext {
-            deadline: (header.deadline_us > 0).then(|| {
-                std::time::Instant::now() + Duration::from_micros(header.deadline_us)
-            }),
+            deadline: (header.deadline_us > 0)
+                .then(|| std::time::Instant::now() + Duration::from_micros(header.deadline_us)),
             trace: header.trace,
             attempt: header.attempt,
             router: Some(self.router.clone()),

@@ -64,7 +64,13 @@ impl Cluster {
                     .map_err(|e| format!("could not bind 127.0.0.1:0: {e}"))?,
             );
         }
-        Cluster::start(layout, Arc::new(TcpDialer), listeners, HostConfig::default()).await
+        Cluster::start(
+            layout,
+            Arc::new(TcpDialer),
+            listeners,
+            HostConfig::default(),
+        )
+        .await
     }
 
     /// Start instances on the given listeners with the given host settings.

@@ -74,19 +74,13 @@ impl TcpListener {
     pub async fn bind(addr: &str) -> io::Result<TcpListener> {
         let inner = tokio::net::TcpListener::bind(addr).await?;
         let addr = inner.local_addr()?.to_string();
-        Ok(TcpListener {
-            inner,
-            addr,
-        })
+        Ok(TcpListener { inner, addr })
     }
 
     /// Wrap a listener bound elsewhere.
     pub fn from_tokio(inner: tokio::net::TcpListener) -> io::Result<TcpListener> {
         let addr = inner.local_addr()?.to_string();
-        Ok(TcpListener {
-            inner,
-            addr,
-        })
+        Ok(TcpListener { inner, addr })
     }
 }
 
@@ -166,7 +160,10 @@ impl Listener for MemoryListener {
         Box::pin(async move {
             match self.incoming.recv().await {
                 Some(stream) => Ok((Box::new(stream) as BoxStream, label)),
-                None => Err(io::Error::new(io::ErrorKind::NotConnected, "network closed")),
+                None => Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "network closed",
+                )),
             }
         })
     }

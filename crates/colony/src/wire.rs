@@ -421,11 +421,8 @@ mod tests {
         fn any_bytes_decode_to_frames_or_a_clean_error(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let decoder = Decoder::new(256);
             let mut buf = BytesMut::from(&bytes[..]);
-            loop {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(frame)) => prop_assert!(frame.payload.len() <= 256 - HEADER_LEN),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                prop_assert!(frame.payload.len() <= 256 - HEADER_LEN);
             }
         }
 

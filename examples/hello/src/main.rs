@@ -49,7 +49,10 @@ pub mod names {
             .map(|w| {
                 let mut chars = w.chars();
                 match chars.next() {
-                    Some(first) => first.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
+                    Some(first) => first
+                        .to_uppercase()
+                        .chain(chars.flat_map(char::to_lowercase))
+                        .collect(),
                     None => String::new(),
                 }
             })

@@ -35,7 +35,9 @@ async fn suite(remote: bool) {
     assert_eq!(basic::add(2, None).await, Ok(2));
     assert_eq!(basic::add(2, Some(3)).await, Ok(5));
 
-    let err = basic::fail("no such thing".into()).await.expect_err("fails");
+    let err = basic::fail("no such thing".into())
+        .await
+        .expect_err("fails");
     assert_eq!(err, ServiceError::not_found("no such thing"));
 
     assert_eq!(chain::ping(200).await, Ok(200));
@@ -53,18 +55,28 @@ async fn suite(remote: bool) {
 
     if remote {
         // The deadline travels: the callee sees the caller's remaining time.
-        let left = basic::relay_remaining().await.expect("ok").expect("a deadline");
+        let left = basic::relay_remaining()
+            .await
+            .expect("ok")
+            .expect("a deadline");
         assert!(left > 0 && left <= 5_000, "left = {left}");
 
         // A panic is one call's error, not the instance's end.
         let err = basic::explode().await.expect_err("panics");
-        assert!(is_call_error(&err, ErrorKind::Internal, "panicked"), "{err}");
+        assert!(
+            is_call_error(&err, ErrorKind::Internal, "panicked"),
+            "{err}"
+        );
         assert_eq!(basic::echo("alive".into()).await.as_deref(), Ok("alive"));
 
         // The deadline bounds the call.
-        let late = colony::context::with_timeout(Duration::from_millis(200), work::sleep_ms(60_000)).await;
+        let late =
+            colony::context::with_timeout(Duration::from_millis(200), work::sleep_ms(60_000)).await;
         let err = late.expect_err("times out");
-        assert!(is_call_error(&err, ErrorKind::DeadlineExceeded, "deadline"), "{err}");
+        assert!(
+            is_call_error(&err, ErrorKind::DeadlineExceeded, "deadline"),
+            "{err}"
+        );
     }
 }
 
@@ -90,7 +102,10 @@ async fn tcp_on_loopback() {
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -119,7 +134,10 @@ async fn an_overloaded_instance_refuses_clearly() {
         .expect("starts");
     let results = cluster.run(work::fan_out(50, 200)).await;
     let err = results.expect_err("overloaded");
-    assert!(is_call_error(&err, ErrorKind::Unavailable, "overloaded"), "{err}");
+    assert!(
+        is_call_error(&err, ErrorKind::Unavailable, "overloaded"),
+        "{err}"
+    );
     cluster.shutdown().await;
 }
 
@@ -127,7 +145,13 @@ async fn an_overloaded_instance_refuses_clearly() {
 async fn no_instance_is_a_clear_error() {
     // A cluster that hosts only B: A's services have no instance.
     let cluster = Cluster::in_memory(&[B]).await.expect("starts");
-    let err = cluster.run(basic::echo("x".into())).await.expect_err("no instance");
-    assert!(is_call_error(&err, ErrorKind::Unavailable, "has no instance"), "{err}");
+    let err = cluster
+        .run(basic::echo("x".into()))
+        .await
+        .expect_err("no instance");
+    assert!(
+        is_call_error(&err, ErrorKind::Unavailable, "has no instance"),
+        "{err}"
+    );
     cluster.shutdown().await;
 }

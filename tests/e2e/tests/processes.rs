@@ -25,7 +25,12 @@ impl Instance {
         Instance::start_on("127.0.0.1:0", services, peers, threads)
     }
 
-    fn start_on(listen: &str, services: &[&str], peers: &[(&str, &str)], threads: usize) -> Instance {
+    fn start_on(
+        listen: &str,
+        services: &[&str],
+        peers: &[(&str, &str)],
+        threads: usize,
+    ) -> Instance {
         let services: Vec<String> = services.iter().map(|s| svc(s)).collect();
         let mut cmd = Command::new(APP);
         cmd.arg("serve")
@@ -84,7 +89,10 @@ impl Instance {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the instance did not exit within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the instance did not exit within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -149,7 +157,12 @@ fn two_processes_call_each_other() {
     assert_eq!(stdout(&out), "10");
 
     // The caller's deadline reaches the callee two processes away.
-    let out = call("basic::relay_remaining", "{}", &a.addr, &["--timeout", "3s"]);
+    let out = call(
+        "basic::relay_remaining",
+        "{}",
+        &a.addr,
+        &["--timeout", "3s"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let left: u64 = stdout(&out).parse().expect("a number of ms");
     assert!(left > 0 && left <= 3_000, "left = {left}");
@@ -187,13 +200,21 @@ impl Instance {
 #[test]
 fn a_thousand_nested_calls_across_two_processes_with_four_threads_each() {
     let (a, b) = mutual(4);
-    let out = call("chain::ping", r#"{"depth": 1000}"#, &a.addr, &["--timeout", "60s"]);
+    let out = call(
+        "chain::ping",
+        r#"{"depth": 1000}"#,
+        &a.addr,
+        &["--timeout", "60s"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "1000");
     // 1000 calls were parked at once, yet neither process grew a thread per call.
     for inst in [&a, &b] {
         let threads = inst.threads();
-        assert!(threads <= 4 + 4, "{threads} threads: calls must park futures, not threads");
+        assert!(
+            threads <= 4 + 4,
+            "{threads} threads: calls must park futures, not threads"
+        );
     }
 }
 
@@ -201,7 +222,12 @@ fn a_thousand_nested_calls_across_two_processes_with_four_threads_each() {
 fn ten_thousand_calls_in_flight_against_one_instance() {
     let b = Instance::start(&["work::sleep_ms"], &[], 2);
     let a = Instance::start(&["work::fan_out"], &[("work::sleep_ms", &b.addr)], 2);
-    let out = call("work::fan_out", r#"{"n": 10000, "ms": 500}"#, &a.addr, &["--timeout", "120s"]);
+    let out = call(
+        "work::fan_out",
+        r#"{"n": 10000, "ms": 500}"#,
+        &a.addr,
+        &["--timeout", "120s"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "10000");
 }
@@ -212,7 +238,12 @@ fn kill_9_of_the_callee_mid_call_fails_the_caller_before_its_deadline() {
     let a = Instance::start(&["work::relay_sleep"], &[("work::sleep_ms", &b.addr)], 2);
     let addr = a.addr.clone();
     let caller = std::thread::spawn(move || {
-        call("work::relay_sleep", r#"{"ms": 600000}"#, &addr, &["--timeout", "60s"])
+        call(
+            "work::relay_sleep",
+            r#"{"ms": 600000}"#,
+            &addr,
+            &["--timeout", "60s"],
+        )
     });
     b.wait_for_log("sleep started");
     b.signal(9);
@@ -220,7 +251,10 @@ fn kill_9_of_the_callee_mid_call_fails_the_caller_before_its_deadline() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("connection to its instance was lost"), "{err}");
-    assert!(!err.contains("deadline"), "failed by the kill, not the deadline: {err}");
+    assert!(
+        !err.contains("deadline"),
+        "failed by the kill, not the deadline: {err}"
+    );
     drop(a);
 }
 
@@ -232,7 +266,11 @@ fn sigterm_drains_work_in_flight_then_exits() {
     b.wait_for_log("sleep started");
     b.signal(15);
     let out = caller.join().expect("caller thread");
-    assert!(out.status.success(), "the call in flight completes: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the call in flight completes: {}",
+        stderr(&out)
+    );
     assert_eq!(stdout(&out), "1500");
     let status = b.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "exits cleanly after draining: {status:?}");
@@ -247,17 +285,29 @@ fn bad_input_gets_a_clear_answer() {
     assert!(stderr(&out).contains("field `a`"), "{}", stderr(&out));
 
     let out = call("basic::add", r#"{"b": 1}"#, &b.addr, &[]);
-    assert!(stderr(&out).contains("missing field `a`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("missing field `a`"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = call("basic::add", r#"{"a": 1, "c": 2}"#, &b.addr, &[]);
-    assert!(stderr(&out).contains("unknown field `c`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown field `c`"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = call("basic::add", "not json", &b.addr, &[]);
     assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
 
     // A peer that does not host the service says so, naming it.
     let out = call("basic::echo", r#"{"text": "x"}"#, &b.addr, &[]);
-    assert!(stderr(&out).contains("does not host service"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not host service"),
+        "{}",
+        stderr(&out)
+    );
 
     // The service's own error comes back as its JSON.
     let out = call("basic::fail", r#"{"message": "gone"}"#, &b.addr, &[]);
@@ -290,12 +340,15 @@ fn malformed_and_oversized_frames_close_only_their_connection() {
     let b = Instance::start(&["basic::echo"], &[], 2);
     // Garbage instead of a handshake.
     let mut garbage = std::net::TcpStream::connect(&b.addr).expect("connects");
-    garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("writes");
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("writes");
     // A frame announcing 1 GiB.
     let mut huge = std::net::TcpStream::connect(&b.addr).expect("connects");
     huge.write_all(&(1u32 << 30).to_be_bytes()).expect("writes");
     for mut s in [garbage, huge] {
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest); // closed by the instance
     }
