@@ -119,9 +119,62 @@ struct Endpoint {
     dialing: tokio::sync::Mutex<()>,
     /// Calls in flight through this endpoint, for power-of-two-choices.
     in_flight: AtomicU64,
+    /// Connection-level failures in a row; reset by any reply.
+    failures: AtomicU64,
+    /// Until when the balancer skips this endpoint after failures.
+    ejected_until: Mutex<Option<Instant>>,
 }
 
+/// The first ejection lasts this long; each further failure in a row doubles it.
+const EJECT_BASE: Duration = Duration::from_millis(250);
+/// The longest ejection.
+const EJECT_MAX: Duration = Duration::from_secs(10);
+
 impl Endpoint {
+    fn new(addr: &str) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            addr: addr.to_owned(),
+            conn: Mutex::new(None),
+            dialing: tokio::sync::Mutex::new(()),
+            in_flight: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ejected_until: Mutex::new(None),
+        })
+    }
+
+    /// The instance could not be reached or its connection died: skip it for a while,
+    /// longer each time in a row.
+    fn record_failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed).min(16) as u32;
+        let backoff = EJECT_BASE.saturating_mul(1 << n).min(EJECT_MAX);
+        *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + backoff);
+        tracing::debug!(addr = %self.addr, ?backoff, "ejected instance after a failure");
+    }
+
+    fn record_success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until
+            .lock()
+            .map(|u| u.is_some_and(|u| u > now))
+            .unwrap_or(false)
+    }
+
+    /// The load the balancer compares: calls in flight, with dead connections counted busy.
+    fn load(&self) -> u64 {
+        let dead = self
+            .conn
+            .lock()
+            .is_ok_and(|c| c.as_ref().is_some_and(|c| !c.is_usable()));
+        self.in_flight.load(Ordering::Relaxed) + if dead { 1 << 20 } else { 0 }
+    }
+
     fn current(&self) -> Option<Connection> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         conn.as_ref().filter(|c| c.is_usable()).cloned()
@@ -170,8 +223,11 @@ impl Endpoint {
 pub struct Router {
     /// Services hosted in this process, by id: calls to them run directly.
     hosted: Vec<bool>,
-    /// The endpoints that host each service, by service id.
-    routes: Vec<Vec<Arc<Endpoint>>>,
+    /// The endpoints that host each service, by service id; replaced whole when
+    /// membership changes, so a call reads one consistent snapshot.
+    routes: std::sync::RwLock<Arc<Vec<Vec<Arc<Endpoint>>>>>,
+    /// Every endpoint by address, so that a membership change keeps live connections.
+    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     dialer: Arc<dyn Dialer>,
     hello: Hello,
     connection: ConnectionConfig,
@@ -301,11 +357,17 @@ impl Router {
             return Err(deadline_exceeded());
         }
         let endpoint = self.pick(entry)?;
+        let endpoint = &endpoint;
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = Decrement(&endpoint.in_flight);
         let conn = tokio::time::timeout_at(deadline.into(), endpoint.connect(self, entry.name))
             .await
-            .map_err(|_| deadline_exceeded())??;
+            .map_err(|_| deadline_exceeded())?
+            .inspect_err(|e| {
+                if matches!(e, CallError::Unreachable { .. }) {
+                    endpoint.record_failure();
+                }
+            })?;
         let service_id =
             conn.remote_service_id(entry.name)
                 .ok_or_else(|| CallError::UnknownService {
@@ -326,11 +388,15 @@ impl Router {
             .await
             .map_err(|e| match e {
                 RequestError::Deadline => deadline_exceeded(),
-                RequestError::Closed(reason) => CallError::ConnectionLost {
-                    service: entry.name.to_owned(),
-                    reason,
-                },
+                RequestError::Closed(reason) => {
+                    endpoint.record_failure();
+                    CallError::ConnectionLost {
+                        service: entry.name.to_owned(),
+                        reason,
+                    }
+                }
             })?;
+        endpoint.record_success();
         match frame.header.kind {
             Kind::Response => Ok(Reply::Ok(frame.payload)),
             Kind::Error => Ok(Reply::Err(frame.payload)),
@@ -347,32 +413,79 @@ impl Router {
         }
     }
 
-    /// Power of two choices on calls in flight.
-    fn pick(&self, entry: &'static ServiceEntry) -> Result<&Arc<Endpoint>, CallError> {
-        let endpoints = self
+    /// Power of two choices on calls in flight, among the endpoints not ejected (or among
+    /// all of them when every one is ejected).
+    fn pick(&self, entry: &'static ServiceEntry) -> Result<Arc<Endpoint>, CallError> {
+        let routes = self
             .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let all = routes
             .get(entry.id() as usize)
             .map_or(&[][..], Vec::as_slice);
-        match endpoints.len() {
-            0 => Err(CallError::NoInstance {
+        if all.is_empty() {
+            return Err(CallError::NoInstance {
                 service: entry.name.to_owned(),
-            }),
-            1 => Ok(&endpoints[0]),
-            n => {
-                let a = fastrand::usize(..n);
-                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                let (ea, eb) = (&endpoints[a], &endpoints[b]);
-                let load = |e: &Endpoint| {
-                    // A dead connection counts as busy, so a live instance wins.
-                    let dead = e
-                        .conn
-                        .lock()
-                        .is_ok_and(|c| c.as_ref().is_some_and(|c| !c.is_usable()));
-                    e.in_flight.load(Ordering::Relaxed) + if dead { 1 << 20 } else { 0 }
-                };
-                Ok(if load(ea) <= load(eb) { ea } else { eb })
-            }
+            });
         }
+        if all.len() == 1 {
+            return Ok(all[0].clone());
+        }
+        let now = Instant::now();
+        let healthy: Vec<&Arc<Endpoint>> = all.iter().filter(|e| !e.is_ejected(now)).collect();
+        let candidates: Vec<&Arc<Endpoint>> = if healthy.is_empty() {
+            all.iter().collect()
+        } else {
+            healthy
+        };
+        let n = candidates.len();
+        if n == 1 {
+            return Ok(candidates[0].clone());
+        }
+        let a = fastrand::usize(..n);
+        let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+        let (ea, eb) = (candidates[a], candidates[b]);
+        Ok(if ea.load() <= eb.load() { ea } else { eb }.clone())
+    }
+
+    /// Replace the instances of `service` with those at `addrs`. Connections to addresses
+    /// that stay are kept; calls in flight finish on the connection they started on.
+    pub fn set_instances(&self, service: &str, addrs: &[String]) -> Result<(), String> {
+        let entry = service::find(service).ok_or_else(|| service::not_found(service))?;
+        let endpoints: Vec<Arc<Endpoint>> = {
+            let mut known = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+            addrs
+                .iter()
+                .map(|a| {
+                    known
+                        .entry(a.clone())
+                        .or_insert_with(|| Endpoint::new(a))
+                        .clone()
+                })
+                .collect()
+        };
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**routes).clone();
+        next[entry.id() as usize] = endpoints;
+        *routes = Arc::new(next);
+        Ok(())
+    }
+
+    /// The addresses of the instances this router knows for `service`.
+    pub fn instances(&self, service: &str) -> Vec<String> {
+        let Some(entry) = service::find(service) else {
+            return Vec::new();
+        };
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        routes
+            .get(entry.id() as usize)
+            .map(|eps| eps.iter().map(|e| e.addr.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -428,7 +541,7 @@ impl RouterBuilder {
             let entry = service::find(name).ok_or_else(|| service::not_found(name))?;
             hosted[entry.id() as usize] = true;
         }
-        let mut by_addr: HashMap<&str, Arc<Endpoint>> = HashMap::new();
+        let mut by_addr: HashMap<String, Arc<Endpoint>> = HashMap::new();
         let mut routes: Vec<Vec<Arc<Endpoint>>> = vec![Vec::new(); table.len()];
         for peer in &self.peers {
             let exact = !peer.pattern.ends_with('*');
@@ -436,15 +549,8 @@ impl RouterBuilder {
                 return Err(service::not_found(&peer.pattern));
             }
             let endpoint = by_addr
-                .entry(&peer.addr)
-                .or_insert_with(|| {
-                    Arc::new(Endpoint {
-                        addr: peer.addr.clone(),
-                        conn: Mutex::new(None),
-                        dialing: tokio::sync::Mutex::new(()),
-                        in_flight: AtomicU64::new(0),
-                    })
-                })
+                .entry(peer.addr.clone())
+                .or_insert_with(|| Endpoint::new(&peer.addr))
                 .clone();
             for entry in table.iter().filter(|e| peer.matches(e.name)) {
                 let route = &mut routes[entry.id() as usize];
@@ -461,7 +567,8 @@ impl RouterBuilder {
         };
         Ok(Arc::new(Router {
             hosted,
-            routes,
+            routes: std::sync::RwLock::new(Arc::new(routes)),
+            endpoints: Mutex::new(by_addr),
             dialer: self.dialer,
             hello,
             connection: self.connection,

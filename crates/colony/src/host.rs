@@ -149,6 +149,13 @@ impl Host {
             }
         };
         let _ = tokio::time::timeout(self.config.drain_timeout, wait).await;
+        // The last replies may still sit in a connection's buffer: write them out first.
+        for tasks in self.live_connections() {
+            tasks
+                .conn
+                .close_after_flush("the instance drained", Duration::from_secs(5))
+                .await;
+        }
         self.in_flight.load(Ordering::Acquire)
     }
 

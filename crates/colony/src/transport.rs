@@ -261,8 +261,12 @@ struct Shared {
     close_reason: Mutex<Option<String>>,
     /// The peer asked for no new requests.
     going_away: AtomicBool,
-    /// Wakes the writer for shutdown.
+    /// Wakes the reader for shutdown.
     shutdown: Notify,
+    /// Set by the writer task when it has written everything and stopped.
+    writer_done: AtomicBool,
+    /// Signalled when `writer_done` is set.
+    writer_exit: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -339,6 +343,8 @@ impl Connection {
             close_reason: Mutex::new(None),
             going_away: AtomicBool::new(false),
             shutdown: Notify::new(),
+            writer_done: AtomicBool::new(false),
+            writer_exit: Notify::new(),
         });
         let conn = Connection { shared };
         let (reader, writer) = tokio::io::split(stream);
@@ -450,6 +456,22 @@ impl Connection {
         }
         self.shared.shutdown.notify_one();
         self.shared.out_ready.notify_one();
+    }
+
+    /// Close the connection after writing every frame already queued (replies included),
+    /// waiting for that at most `within`.
+    pub(crate) async fn close_after_flush(&self, reason: &str, within: Duration) {
+        self.close(reason);
+        let flushed = async {
+            loop {
+                let exited = self.shared.writer_exit.notified();
+                if self.shared.writer_done.load(Ordering::Acquire) {
+                    return;
+                }
+                exited.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, flushed).await;
     }
 
     fn close_reason(&self) -> String {
@@ -577,6 +599,8 @@ async fn write_loop(conn: Connection, mut writer: tokio::io::WriteHalf<BoxStream
         spare = batch;
     }
     let _ = writer.shutdown().await;
+    shared.writer_done.store(true, Ordering::Release);
+    shared.writer_exit.notify_waiters();
 }
 
 async fn read_loop(
