@@ -338,12 +338,9 @@ impl Router {
         payload: &[u8],
         options: CallOptions,
     ) -> Result<Reply, CallError> {
-        let (ctx_deadline, parent, ctx_attempt) =
-            context::with(|c: &CallContext| (c.deadline, c.trace, c.attempt)).unwrap_or((
-                None,
-                TraceContext::default(),
-                0,
-            ));
+        let (ctx_deadline, parent, ctx_attempt, request_id) =
+            context::with(|c: &CallContext| (c.deadline, c.trace, c.attempt, c.request_id.clone()))
+                .unwrap_or((None, TraceContext::default(), 0, None));
         let deadline = options
             .deadline
             .or(ctx_deadline)
@@ -383,8 +380,12 @@ impl Router {
             deadline_us: budget.as_micros().clamp(1, u64::MAX as u128) as u64,
             trace: crate::host::child_trace(&parent),
         };
+        let request_id = request_id.as_deref().unwrap_or("");
+        let (prefix, request_id) = wire::request_meta(request_id);
+        let prefix = &prefix[..wire::request_meta_prefix_len(request_id)];
+        let parts: [&[u8]; 3] = [prefix, request_id.as_bytes(), payload];
         let frame = conn
-            .request(header, payload, Some(deadline.into()))
+            .request(header, &parts, Some(deadline.into()))
             .await
             .map_err(|e| match e {
                 RequestError::Deadline => deadline_exceeded(),

@@ -19,6 +19,8 @@ pub(crate) struct CallContext {
     pub(crate) trace: TraceContext,
     /// Retry number of the request this call serves.
     pub(crate) attempt: u16,
+    /// The id of the outside request this call is part of (`x-request-id` at the gateway).
+    pub(crate) request_id: Option<Arc<str>>,
     /// Where calls made in this context go; `None` means the process default.
     pub(crate) router: Option<Arc<Router>>,
 }
@@ -75,6 +77,23 @@ pub fn remaining() -> Option<Duration> {
 /// The retry number of the request being served: 0 for a first try.
 pub fn attempt() -> u16 {
     CONTEXT.try_with(|c| c.attempt).unwrap_or(0)
+}
+
+/// The id of the outside request the current call is part of: the gateway's
+/// `x-request-id`, kept across every service in the chain and across retries, so that a
+/// handler can de-duplicate work that a retry repeats.
+pub fn request_id() -> Option<String> {
+    CONTEXT
+        .try_with(|c| c.request_id.as_deref().map(str::to_owned))
+        .ok()
+        .flatten()
+}
+
+/// Run `fut` as part of the outside request `id`: calls made inside carry it.
+pub async fn with_request_id<F: Future>(id: &str, fut: F) -> F::Output {
+    let mut ctx = CONTEXT.try_with(Clone::clone).unwrap_or_default();
+    ctx.request_id = (!id.is_empty()).then(|| Arc::from(id));
+    CONTEXT.scope(ctx, fut).await
 }
 
 /// The W3C trace id of the request being served, as 32 lowercase hex digits.

@@ -205,6 +205,16 @@ impl Host {
             };
             return self.refuse(conn, &header, err);
         }
+        let (request_id, args) = match wire::split_request(&frame.payload) {
+            Ok(split) => split,
+            Err(e) => {
+                drop(guard);
+                let err = CallError::Protocol {
+                    reason: e.to_string(),
+                };
+                return self.refuse(conn, &header, err);
+            }
+        };
         let (cancel_tx, cancel_rx) = oneshot::channel();
         lock(&tasks.running).insert(header.request_id, cancel_tx);
         let ctx = CallContext {
@@ -212,13 +222,14 @@ impl Host {
                 .then(|| std::time::Instant::now() + Duration::from_micros(header.deadline_us)),
             trace: header.trace,
             attempt: header.attempt,
+            request_id: (!request_id.is_empty()).then(|| Arc::from(request_id)),
             router: Some(self.router.clone()),
         };
         let tasks = tasks.clone();
         let host = self.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let run = run_body(entry, frame, ctx);
+            let run = run_body(entry, args, ctx);
             let outcome = tokio::select! {
                 outcome = run => Some(outcome),
                 _ = cancel_rx => None,
@@ -268,10 +279,10 @@ impl Drop for InFlight {
 }
 
 /// Run one request's body in its context, under its deadline, catching panics.
-async fn run_body(entry: &'static ServiceEntry, frame: Frame, ctx: CallContext) -> Outcome {
+async fn run_body(entry: &'static ServiceEntry, args: bytes::Bytes, ctx: CallContext) -> Outcome {
     let deadline = ctx.deadline;
     let budget = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-    let body = context::scope(ctx, (entry.handle)(frame.payload));
+    let body = context::scope(ctx, (entry.handle)(args));
     let body = async move {
         if entry.options.blocking {
             let handle = tokio::runtime::Handle::current();

@@ -386,13 +386,18 @@ impl Connection {
 
     /// Queue a frame for the writer. Returns false when the connection is closed.
     pub(crate) fn send(&self, header: &Header, payload: &[u8]) -> bool {
+        self.send_parts(header, &[payload])
+    }
+
+    /// Queue a frame whose payload is the concatenation of `parts`.
+    pub(crate) fn send_parts(&self, header: &Header, parts: &[&[u8]]) -> bool {
         if self.is_closed() {
             return false;
         }
         let was_empty = {
             let mut out = lock(&self.shared.out);
             let was_empty = out.is_empty();
-            wire::encode(&mut out, header, payload);
+            wire::encode_parts(&mut out, header, parts);
             was_empty
         };
         if was_empty {
@@ -407,7 +412,7 @@ impl Connection {
     pub(crate) async fn request(
         &self,
         mut header: Header,
-        payload: &[u8],
+        parts: &[&[u8]],
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Frame, RequestError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -419,7 +424,7 @@ impl Connection {
             id,
             armed: true,
         };
-        if !self.send(&header, payload) {
+        if !self.send_parts(&header, parts) {
             guard.armed = false;
             lock(&self.shared.pending).remove(&id);
             return Err(RequestError::Closed(self.close_reason()));

@@ -204,10 +204,76 @@ pub enum WireError {
 ///
 /// Never for payloads under 4 GiB; larger ones are refused by the sender's size check first.
 pub fn encode(buf: &mut BytesMut, header: &Header, payload: &[u8]) {
-    buf.reserve(LENGTH_LEN + HEADER_LEN + payload.len());
-    buf.put_u32((HEADER_LEN + payload.len()) as u32);
+    encode_parts(buf, header, &[payload]);
+}
+
+/// Append one frame whose payload is the concatenation of `parts`.
+pub fn encode_parts(buf: &mut BytesMut, header: &Header, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    buf.reserve(LENGTH_LEN + HEADER_LEN + len);
+    buf.put_u32((HEADER_LEN + len) as u32);
     header.put(buf);
-    buf.put_slice(payload);
+    for part in parts {
+        buf.put_slice(part);
+    }
+}
+
+/// The longest request id a `Request` may carry, in bytes.
+pub const MAX_REQUEST_ID: usize = 200;
+
+/// The metadata that starts a `Request` payload: the request id as a postcard string
+/// (a varint length, then UTF-8 bytes; empty when there is none). The arguments follow.
+///
+/// Returns the bytes to put before the arguments; ids over [`MAX_REQUEST_ID`] bytes are
+/// cut at a character boundary.
+pub fn request_meta(request_id: &str) -> ([u8; 2], &str) {
+    let mut end = request_id.len().min(MAX_REQUEST_ID);
+    while !request_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    let id = &request_id[..end];
+    // MAX_REQUEST_ID < 2^14, so the varint takes at most two bytes.
+    let len = id.len() as u16;
+    let prefix = if len < 0x80 {
+        [len as u8, 0]
+    } else {
+        [(len as u8 & 0x7f) | 0x80, (len >> 7) as u8]
+    };
+    (prefix, id)
+}
+
+/// The number of bytes of the varint prefix made by [`request_meta`].
+pub fn request_meta_prefix_len(request_id: &str) -> usize {
+    if request_id.len().min(MAX_REQUEST_ID) < 0x80 {
+        1
+    } else {
+        2
+    }
+}
+
+/// Split a `Request` payload into its request id and the encoded arguments.
+pub fn split_request(payload: &Bytes) -> Result<(String, Bytes), WireError> {
+    let bad = |reason: &str| WireError::Payload {
+        what: "request metadata",
+        reason: reason.to_owned(),
+    };
+    let (len, used) = match payload.first() {
+        None => return Err(bad("empty request payload")),
+        Some(&b) if b < 0x80 => (b as usize, 1),
+        Some(&b) => match payload.get(1) {
+            Some(&c) if c < 0x80 => (((c as usize) << 7) | (b & 0x7f) as usize, 2),
+            _ => return Err(bad("request id length is not a short varint")),
+        },
+    };
+    if len > MAX_REQUEST_ID {
+        return Err(bad("request id is longer than 200 bytes"));
+    }
+    let end = used + len;
+    let id = payload
+        .get(used..end)
+        .ok_or_else(|| bad("request id runs past the payload"))?;
+    let id = std::str::from_utf8(id).map_err(|_| bad("request id is not UTF-8"))?;
+    Ok((id.to_owned(), payload.slice(end..)))
 }
 
 /// Splits a byte stream into frames, refusing frames over a size limit before allocating.
@@ -392,6 +458,23 @@ mod tests {
     }
 
     #[test]
+    fn request_metadata_round_trips() {
+        for id in ["", "abc", &"x".repeat(150), &"é".repeat(150)] {
+            let (prefix, cut) = request_meta(id);
+            let n = request_meta_prefix_len(id);
+            let mut payload = prefix[..n].to_vec();
+            payload.extend_from_slice(cut.as_bytes());
+            payload.extend_from_slice(b"args");
+            let (got, args) = split_request(&Bytes::from(payload)).expect("valid");
+            assert_eq!(got, cut);
+            assert!(id.starts_with(&got) && got.len() <= MAX_REQUEST_ID);
+            assert_eq!(&args[..], b"args");
+        }
+        assert!(split_request(&Bytes::from_static(&[5, b'a'])).is_err());
+        assert!(split_request(&Bytes::new()).is_err());
+    }
+
+    #[test]
     fn hello_round_trips() {
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
@@ -448,6 +531,7 @@ mod tests {
         fn any_payload_is_a_clean_hello_or_error(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = Hello::from_payload(&bytes);
             let _ = decode_fault(&bytes);
+            let _ = split_request(&Bytes::from(bytes));
         }
     }
 }

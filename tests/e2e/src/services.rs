@@ -34,6 +34,18 @@ pub mod basic {
         Ok(colony::context::remaining().map(|d| d.as_millis() as u64))
     }
 
+    /// The request id this call is part of.
+    #[microservice]
+    pub async fn request_id() -> Result<Option<String>, ServiceError> {
+        Ok(colony::context::request_id())
+    }
+
+    /// Calls `request_id` on another instance: the request id must travel.
+    #[microservice]
+    pub async fn relay_request_id() -> Result<Option<String>, ServiceError> {
+        request_id().await
+    }
+
     /// Calls `remaining_ms` on another instance: the deadline must travel.
     #[microservice(timeout = "5s")]
     pub async fn relay_remaining() -> Result<Option<u64>, ServiceError> {

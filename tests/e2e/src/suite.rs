@@ -14,12 +14,14 @@ const A: &[&str] = &[
     "colony_e2e::services::basic::fail",
     "colony_e2e::services::basic::explode",
     "colony_e2e::services::basic::relay_remaining",
+    "colony_e2e::services::basic::relay_request_id",
     "colony_e2e::services::chain::ping",
     "colony_e2e::services::work::fan_out",
     "colony_e2e::services::work::relay_sleep",
 ];
 const B: &[&str] = &[
     "colony_e2e::services::basic::remaining_ms",
+    "colony_e2e::services::basic::request_id",
     "colony_e2e::services::chain::pong",
     "colony_e2e::services::work::sleep_ms",
     "colony_e2e::services::work::block_ms",
@@ -41,6 +43,11 @@ async fn suite(remote: bool) {
     assert_eq!(err, ServiceError::not_found("no such thing"));
 
     assert_eq!(chain::ping(200).await, Ok(200));
+
+    // The outside request id reaches every service in the chain.
+    let id = colony::context::with_request_id("req-42", basic::relay_request_id()).await;
+    assert_eq!(id, Ok(Some("req-42".to_owned())));
+    assert_eq!(basic::relay_request_id().await, Ok(None));
 
     let many = futures_util::future::join_all((0..500).map(|i| basic::add(i, Some(1)))).await;
     assert!(many.iter().enumerate().all(|(i, r)| *r == Ok(i as i64 + 1)));
