@@ -1,0 +1,8 @@
+use colony::microservice;
+
+#[microservice]
+pub async fn fire(event: String) {
+    let _ = event;
+}
+
+fn main() {}

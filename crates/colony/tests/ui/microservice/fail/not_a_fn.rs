@@ -1,0 +1,8 @@
+use colony::microservice;
+
+#[microservice]
+pub struct Quote {
+    pub cents: u64,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use colony::{ServiceError, microservice};
+
+#[microservice]
+pub async fn ignore(_: u32) -> Result<(), ServiceError> {
+    Ok(())
+}
+
+fn main() {}
