@@ -1,13 +1,21 @@
 //! `colony`: the command that runs, watches and deploys Colony apps.
 //!
 //! For deployers and tools. It drives the user's own binary through its roles
-//! (`APP describe`, `APP serve`, …) and never links the user's code.
+//! (`APP describe`, `APP serve`, …) and never links the user's code. `colony up` runs an
+//! app as a local cluster under an orchestrator (see `orchestrator.rs`).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod certs;
+mod orchestrator;
+mod package;
+mod settings;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+
+use crate::orchestrator::{App, Orchestrator, Request, Response, State, Status};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Run, watch and deploy Colony apps.")]
@@ -16,9 +24,57 @@ struct Cli {
     command: Cmd,
 }
 
+#[derive(clap::Args, Debug, Clone)]
+struct AppArgs {
+    /// The app's cargo package (default: the current directory).
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Use this already built binary instead of building the package.
+    #[arg(long, value_name = "FILE")]
+    app_binary: Option<PathBuf>,
+    /// The binary to build, when the package has several.
+    #[arg(long)]
+    bin: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List the services of a built app: name, route and options.
+    /// Build the app and run it as a local cluster: min_instances of each service, with
+    /// discovery, health checks and autoscaling.
+    Up {
+        #[command(flatten)]
+        app: AppArgs,
+        /// Return once the cluster is healthy, leaving the orchestrator in the background.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Show each service's settings and instances.
+    Status {
+        /// The app's package directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print the event log: every scaling decision and health change, with its reason.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Set the number of instances of a service: `colony scale shop::pricing::quote=3`.
+    Scale {
+        /// SERVICE=N
+        target: String,
+        /// The app's package directory.
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+    },
+    /// Drain and stop every instance, and the orchestrator.
+    Down {
+        /// The app's package directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// List the services of a built app: name, route and arguments.
     Services {
         /// The app's binary (e.g. target/debug/hello).
         app: PathBuf,
@@ -26,59 +82,384 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The cluster CA that mutual TLS between instances relies on.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCmd,
+    },
+    /// Run the orchestrator in this process (used by `up --detach`).
+    #[command(hide = true)]
+    Orchestrate {
+        #[command(flatten)]
+        app: AppArgs,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Cmd::Services { app, json } => services(&app, json),
-    }
-}
-
-fn describe(app: &PathBuf) -> anyhow::Result<serde_json::Value> {
-    let out = Command::new(app)
-        .arg("describe")
-        .output()
-        .with_context(|| {
-            format!(
-                "could not run `{} describe`; is it a Colony app binary?",
-                app.display()
-            )
-        })?;
-    if !out.status.success() {
-        bail!(
-            "`{} describe` failed: {}",
-            app.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "`{} describe` did not print JSON; is it a Colony app?",
-            app.display()
-        )
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the tokio runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Cmd::Up { app, detach } => up(app, detach).await,
+            Cmd::Orchestrate { app } => orchestrate(app).await,
+            Cmd::Status { path, json, events } => status(&path, json, events).await,
+            Cmd::Scale { target, path } => scale(&path, &target).await,
+            Cmd::Down { path } => down(&path).await,
+            Cmd::Services { app, json } => package::print_services(&app, json),
+            Cmd::Certs { command } => certs::run(command),
+        }
     })
 }
 
-fn services(app: &PathBuf, json: bool) -> anyhow::Result<()> {
-    let doc = describe(app)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
-    }
-    let services = doc["services"].as_array().cloned().unwrap_or_default();
-    println!("{:<40} {:<8} {:<24} ARGS", "SERVICE", "EXPOSED", "HTTP");
-    for s in &services {
-        let args: Vec<&str> = s["args"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|a| a["name"].as_str()).collect())
-            .unwrap_or_default();
-        println!(
-            "{:<40} {:<8} {:<24} {}",
-            s["name"].as_str().unwrap_or("?"),
-            if s["exposed"] == true { "yes" } else { "no" },
-            s["http"].as_str().unwrap_or("-"),
-            args.join(", ")
+fn state_dir(path: &Path) -> PathBuf {
+    path.join(".colony")
+}
+
+/// Build (or take) the binary, describe it, and resolve its settings.
+fn prepare(
+    args: &AppArgs,
+) -> anyhow::Result<(
+    App,
+    settings::ClusterSettings,
+    std::collections::BTreeMap<String, settings::ServiceSettings>,
+)> {
+    let path = args
+        .path
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", args.path.display()))?;
+    let binary = match &args.app_binary {
+        Some(b) => b
+            .canonicalize()
+            .with_context(|| format!("the app binary {} does not exist", b.display()))?,
+        None => package::build(&path, args.bin.as_deref())?,
+    };
+    let describe = package::describe(&binary)?;
+    let (cluster, settings) = settings::resolve(&describe, &path, &|k| std::env::var(k).ok())?;
+    let services: Vec<String> = describe["services"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if services.is_empty() {
+        bail!(
+            "{} has no #[microservice] functions; nothing to run",
+            binary.display()
         );
     }
+    let state_dir = state_dir(&path);
+    if cluster.tls.value && !colony::security::Ca::exists_in(&state_dir) {
+        // Every hop is mutual TLS: the cluster needs a CA, so make one the first time.
+        let name = binary
+            .file_stem()
+            .map_or_else(|| "app".to_owned(), |s| s.to_string_lossy().into_owned());
+        let ca =
+            colony::security::Ca::generate(&name).context("could not create the cluster CA")?;
+        ca.save(&state_dir, false)
+            .with_context(|| format!("could not save the cluster CA in {}", state_dir.display()))?;
+        eprintln!(
+            "created a cluster CA in {} (fingerprint {})",
+            state_dir.display(),
+            ca.fingerprint()
+        );
+    }
+    let app = App {
+        binary,
+        dir: path.clone(),
+        state_dir,
+        fingerprint: describe["fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        services,
+    };
+    Ok((app, cluster, settings))
+}
+
+fn running_orchestrator(state_dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(state_dir.join("orchestrator.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    orchestrator::pid_alive(pid).then_some(pid)
+}
+
+fn healthy(status: &Status) -> bool {
+    status.services.iter().all(|s| {
+        s.instances
+            .iter()
+            .filter(|i| i.state == State::Healthy)
+            .count()
+            >= s.desired as usize
+    })
+}
+
+fn progress_line(status: &Status) -> String {
+    let total: u32 = status.services.iter().map(|s| s.desired).sum();
+    let ready: usize = status
+        .services
+        .iter()
+        .map(|s| {
+            s.instances
+                .iter()
+                .filter(|i| i.state == State::Healthy)
+                .count()
+                .min(s.desired as usize)
+        })
+        .sum();
+    format!("{ready}/{total} instances healthy")
+}
+
+async fn up(args: AppArgs, detach: bool) -> anyhow::Result<()> {
+    let path = args.path.clone();
+    let dir = state_dir(&path);
+    if let Some(pid) = running_orchestrator(&dir) {
+        bail!(
+            "a cluster of this app is already running (orchestrator pid {pid}); see `colony status`, \
+             or stop it with `colony down`"
+        );
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner.set_message(if args.app_binary.is_some() {
+        "describing the app"
+    } else {
+        "building the app (release)"
+    });
+    let (app, cluster, settings) = prepare(&args)?;
+    let started = Instant::now();
+    if detach {
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("orchestrator.log"))?;
+        let exe = std::env::current_exe().context("could not find the colony binary")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("orchestrate")
+            .arg(&args.path)
+            .arg("--app-binary")
+            .arg(&app.binary)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().context("could not start the orchestrator")?;
+        spinner.set_message("starting instances");
+        let status = loop {
+            if let Ok(Some(exit)) = child.try_wait() {
+                bail!(
+                    "the orchestrator exited ({exit}); see {}",
+                    dir.join("orchestrator.log").display()
+                );
+            }
+            if let Ok(Response::Status(status)) =
+                orchestrator::request(&dir, &Request::Status).await
+            {
+                spinner.set_message(progress_line(&status));
+                if healthy(&status) {
+                    break status;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!(
+                    "the cluster did not become healthy within 2 minutes; see `colony status --events`"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        spinner.finish_and_clear();
+        print_table(&status);
+        println!(
+            "healthy in {:.1}s; the orchestrator runs in the background (pid {}). `colony down` stops it.",
+            started.elapsed().as_secs_f64(),
+            status.orchestrator_pid
+        );
+        return Ok(());
+    }
+    let orchestrator = Orchestrator::start(app, cluster, settings).await?;
+    spinner.set_message("starting instances");
+    loop {
+        let status = orchestrator.status();
+        spinner.set_message(progress_line(&status));
+        if healthy(&status) {
+            spinner.finish_and_clear();
+            print_table(&status);
+            println!(
+                "healthy in {:.1}s. Ctrl-C stops the cluster.",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = orchestrator.stop_requested() => {}
+    }
+    eprintln!("draining every instance…");
+    orchestrator.stop().await;
+    eprintln!("stopped.");
+    Ok(())
+}
+
+async fn orchestrate(args: AppArgs) -> anyhow::Result<()> {
+    let (app, cluster, settings) = prepare(&args)?;
+    let orchestrator = Orchestrator::start(app, cluster, settings).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        () = orchestrator.stop_requested() => {}
+    }
+    orchestrator.stop().await;
+    Ok(())
+}
+
+fn print_table(status: &Status) {
+    let mut table = comfy_table::Table::new();
+    table.set_header(["SERVICE", "INSTANCES", "ADDRESSES"]);
+    for s in &status.services {
+        let healthy: Vec<&str> = s
+            .instances
+            .iter()
+            .filter(|i| i.state == State::Healthy)
+            .filter_map(|i| i.addr.as_deref())
+            .collect();
+        table.add_row([
+            s.name.clone(),
+            format!("{}/{}", healthy.len(), s.desired),
+            healthy.join(" "),
+        ]);
+    }
+    println!("{table}");
+}
+
+fn source(s: settings::Source) -> &'static str {
+    match s {
+        settings::Source::Default => "default",
+        settings::Source::Attribute => "attribute",
+        settings::Source::ColonyToml => "colony.toml",
+        settings::Source::Env => "env",
+    }
+}
+
+async fn status(path: &Path, json: bool, events: bool) -> anyhow::Result<()> {
+    let dir = state_dir(path);
+    if events {
+        let Response::Events { events } = orchestrator::request(&dir, &Request::Events).await?
+        else {
+            bail!("the orchestrator gave an unexpected answer");
+        };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&events)?);
+        } else {
+            for e in events {
+                println!(
+                    "{} {:<12} {:<32} {:<14} {}",
+                    e.time_ms,
+                    e.kind,
+                    e.service,
+                    e.instance.as_deref().unwrap_or("-"),
+                    e.reason
+                );
+            }
+        }
+        return Ok(());
+    }
+    let Response::Status(status) = orchestrator::request(&dir, &Request::Status).await? else {
+        bail!("the orchestrator gave an unexpected answer");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!(
+        "orchestrator pid {} on {}",
+        status.orchestrator_pid, status.control_addr
+    );
+    for s in &status.services {
+        let st = &s.settings;
+        println!(
+            "\n{}  desired {}  min {} ({})  max {} ({})  high {} ({})  low {} ({})  cooldown {}ms ({})  capacity {} ({})",
+            s.name,
+            s.desired,
+            st.min_instances.value,
+            source(st.min_instances.source),
+            st.max_instances.value,
+            source(st.max_instances.source),
+            st.high_watermark.value,
+            source(st.high_watermark.source),
+            st.low_watermark.value,
+            source(st.low_watermark.source),
+            st.cooldown_ms.value,
+            source(st.cooldown_ms.source),
+            st.capacity.value,
+            source(st.capacity.source),
+        );
+        for i in &s.instances {
+            println!(
+                "  {:<16} pid {:<8} {:<22} {:<12} in flight {:<5} busy {:>3.0}%  done {}  errors {}",
+                i.id,
+                i.pid,
+                i.addr.as_deref().unwrap_or("-"),
+                format!("{:?}", i.state).to_lowercase(),
+                i.load.in_flight,
+                i.load.busy_ratio * 100.0,
+                i.load.completed,
+                i.load.errors
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn scale(path: &Path, target: &str) -> anyhow::Result<()> {
+    let (service, count) = target.split_once('=').with_context(|| {
+        format!("`{target}` is not SERVICE=N; write it like `shop::pricing::quote=3`")
+    })?;
+    let count: u32 = count.trim().parse().with_context(|| {
+        format!("`{count}` is not a possible count of instances; use a whole number from 0 up")
+    })?;
+    match orchestrator::request(
+        &state_dir(path),
+        &Request::Scale {
+            service: service.trim().to_owned(),
+            count,
+        },
+    )
+    .await?
+    {
+        Response::Ok { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        Response::Error { message } => bail!(message),
+        _ => bail!("the orchestrator gave an unexpected answer"),
+    }
+}
+
+async fn down(path: &Path) -> anyhow::Result<()> {
+    let dir = state_dir(path);
+    let pid = running_orchestrator(&dir);
+    match orchestrator::request(&dir, &Request::Down).await? {
+        Response::Ok { .. } => {}
+        Response::Error { message } => bail!(message),
+        _ => bail!("the orchestrator gave an unexpected answer"),
+    }
+    if let Some(pid) = pid {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while orchestrator::pid_alive(pid) {
+            if Instant::now() > deadline {
+                bail!("the orchestrator (pid {pid}) did not stop within 60s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!("stopped.");
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The roles of a Colony binary: `run`, `serve`, `call` and `describe`.
+//! The roles of a Colony binary: `run`, `serve`, `gateway`, `call` and `describe`.
 //!
 //! Owns: the command line and environment of the user's binary, building its tokio runtime,
 //! and wiring a [`Host`] and a [`Router`] for the chosen role. Promises: bad flags and bad
@@ -13,13 +13,15 @@ use crate::call::{CallOptions, Peer, Reply, Router};
 use crate::error::{Error, Result};
 use crate::host::{Host, HostConfig, serve};
 use crate::service::{self, Outcome};
-use crate::transport::{ConnectionConfig, TcpDialer, TcpListener};
+use crate::transport::ConnectionConfig;
 
 #[derive(Parser, Debug)]
 #[command(
     about = "A Colony app: its services run in this process, or as instances that call each other.",
     after_help = "Environment: COLONY_PEERS (NAME=ADDR,...), COLONY_LISTEN, COLONY_THREADS, \
-                  COLONY_MAX_IN_FLIGHT, COLONY_MAX_FRAME, COLONY_LOG (an EnvFilter, e.g. `info,colony=debug`)."
+                  COLONY_MAX_IN_FLIGHT, COLONY_MAX_FRAME, COLONY_LOG (an EnvFilter, e.g. `info,colony=debug`); \
+                  security: COLONY_TLS (off), COLONY_CA_DIR (default ./.colony), COLONY_APP, \
+                  COLONY_CERT_LIFETIME, COLONY_CERT_RENEW_BEFORE, COLONY_TLS_CERT/KEY/CA, COLONY_CONFIG."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +34,9 @@ enum Role {
     Run(RunArgs),
     /// Host the named services as one instance.
     Serve(ServeArgs),
+    /// Serve the HTTP gateway in front of the exposed services of the peers.
+    #[cfg(feature = "gateway")]
+    Gateway(GatewayArgs),
     /// Call a service with JSON arguments and print its JSON result.
     Call(CallArgs),
     /// Print JSON describing every service: arguments, schemas and options.
@@ -66,6 +71,25 @@ struct RunArgs {
     /// Requests in flight past which new ones are refused as overloaded.
     #[arg(long, env = "COLONY_MAX_IN_FLIGHT", default_value_t = 65_536)]
     max_in_flight: u64,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+#[cfg(feature = "gateway")]
+use crate::gateway::HttpArgs;
+
+/// The gateway's flags; a build without the `gateway` feature has none.
+#[cfg(not(feature = "gateway"))]
+#[derive(Args, Debug, Clone)]
+struct HttpArgs {}
+
+#[cfg(feature = "gateway")]
+#[derive(Args, Debug)]
+struct GatewayArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +181,7 @@ pub fn main() -> Result<()> {
                 args.common,
                 args.max_in_flight,
                 Duration::from_secs(30),
+                Some(args.http),
             ))
         }
         Role::Serve(args) => {
@@ -167,8 +192,11 @@ pub fn main() -> Result<()> {
                 args.common,
                 args.max_in_flight,
                 args.drain_timeout,
+                None,
             ))
         }
+        #[cfg(feature = "gateway")]
+        Role::Gateway(args) => runtime(args.common.threads)?.block_on(gateway_role(args)),
         Role::Call(args) => runtime(args.common.threads)?.block_on(call_role(args)),
     }
 }
@@ -221,12 +249,14 @@ async fn host_role(
     common: Common,
     max_in_flight: u64,
     drain_timeout: Duration,
+    http: Option<HttpArgs>,
 ) -> Result<()> {
     let connection = ConnectionConfig {
         max_frame: common.max_frame,
         ..ConnectionConfig::default()
     };
-    let router = Router::builder(Arc::new(TcpDialer))
+    let transport = crate::security::Transport::for_host(&services)?;
+    let router = Router::builder(transport.dialer())
         .hosted(services.iter().cloned())
         .peers(parse_peers(&common)?)
         .connection(connection)
@@ -239,18 +269,79 @@ async fn host_role(
         connection,
     };
     let names: Vec<&str> = services.iter().map(String::as_str).collect();
-    let host = Host::new(&names, router, config).map_err(Error::Usage)?;
-    let listener = TcpListener::bind(&listen).await.map_err(|e| {
-        Error::io(
-            format!("could not listen on {listen} (pass --listen 127.0.0.1:0 for any free port)"),
-            e,
-        )
-    })?;
+    let host = Host::new(&names, router.clone(), config).map_err(Error::Usage)?;
+    let listener = transport.listen(&listen, &names).await?;
     let addr = crate::transport::Listener::local_addr(&listener);
     println!("colony: listening on {addr}");
     tracing::info!(%addr, services = %names.join(","), instance = crate::identity::instance_id(), "serving");
-    serve(listener, host, shutdown_signal()).await;
+    // `run` also serves the HTTP gateway, which runs the exposed services right here.
+    #[cfg(feature = "gateway")]
+    let gateway = match http {
+        Some(http) => {
+            Some(crate::gateway::spawn_for_role(&http, router.clone(), shutdown_signal()).await?)
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "gateway"))]
+    let _ = http;
+    // Under an orchestrator (`colony up`): register, heartbeat, take membership pushes.
+    let drain = Arc::new(tokio::sync::Notify::new());
+    if let Some(orchestrator) = crate::discovery::OrchestratorConfig::from_env() {
+        let registration = crate::discovery::Registration {
+            instance: crate::identity::instance_id().to_owned(),
+            pid: std::process::id(),
+            addr: addr.clone(),
+            services: services.clone(),
+            fingerprint: crate::identity::fingerprint().to_owned(),
+        };
+        crate::discovery::spawn_link(
+            orchestrator,
+            registration,
+            Some(host.clone()),
+            router,
+            drain.clone(),
+        );
+    }
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = drain.notified() => {}
+        }
+    };
+    serve(listener, host, shutdown).await;
+    #[cfg(feature = "gateway")]
+    if let Some(gateway) = gateway {
+        let _ = gateway.await;
+    }
     tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// `APP gateway`: the HTTP gateway alone, calling the exposed services on the peers.
+#[cfg(feature = "gateway")]
+async fn gateway_role(args: GatewayArgs) -> Result<()> {
+    let peers = parse_peers(&args.common)?;
+    if peers.is_empty() {
+        tracing::warn!(
+            "the gateway has no peers, so every request will get 503; pass --peer NAME=ADDR \
+             (or COLONY_PEERS) for the instances of the exposed services"
+        );
+    }
+    let transport =
+        crate::security::Transport::for_caller(&[crate::security::ROLE_GATEWAY], &peers)?;
+    let connection = ConnectionConfig {
+        max_frame: args.common.max_frame,
+        ..ConnectionConfig::default()
+    };
+    let router = Router::builder(transport.dialer())
+        .peers(peers)
+        .connection(connection)
+        .build()
+        .map_err(Error::Usage)?;
+    crate::context::set_default_router(router.clone());
+    let config = args.http.config()?;
+    crate::gateway::run(router, &args.http.http, config, shutdown_signal()).await?;
+    tracing::info!("gateway drained; exiting");
     Ok(())
 }
 
@@ -293,7 +384,8 @@ async fn call_role(args: CallArgs) -> Result<()> {
     let peers = parse_peers(&args.common)?;
     let remote = peers.iter().any(|p| p.matches(entry.name));
     let (ok, bytes) = if remote {
-        let router = Router::builder(Arc::new(TcpDialer))
+        let transport = crate::security::Transport::for_caller(&[], &peers)?;
+        let router = Router::builder(transport.dialer())
             .peers(peers)
             .build()
             .map_err(Error::Usage)?;
@@ -308,13 +400,14 @@ async fn call_role(args: CallArgs) -> Result<()> {
         }
     } else {
         // No peer hosts it: run it here, with the other peers for its own calls.
-        let router = Router::builder(Arc::new(TcpDialer))
-            .hosted(
-                service::registry()
-                    .iter()
-                    .filter(|e| !peers.iter().any(|p| p.matches(e.name)))
-                    .map(|e| e.name),
-            )
+        let hosted: Vec<&str> = service::registry()
+            .iter()
+            .filter(|e| !peers.iter().any(|p| p.matches(e.name)))
+            .map(|e| e.name)
+            .collect();
+        let transport = crate::security::Transport::for_caller(&hosted, &peers)?;
+        let router = Router::builder(transport.dialer())
+            .hosted(hosted)
             .peers(peers)
             .build()
             .map_err(Error::Usage)?;

@@ -32,8 +32,10 @@ pub async fn invoke<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
         return match (entry.options.timeout(), context::deadline()) {
             // Co-located calls run under the caller's deadline, enforced where the request
             // entered this process; only a call with no deadline at all gets the service's.
+            // It becomes the deadline of the calls the body makes, as it would remotely.
             (Some(timeout), None) if tokio::runtime::Handle::try_current().is_ok() => {
-                match tokio::time::timeout(timeout, S::run(args)).await {
+                let run = tokio::time::timeout(timeout, S::run(args));
+                match context::with_timeout(timeout, run).await {
                     Ok(result) => result,
                     Err(_) => Err(S::Err::from(CallError::DeadlineExceeded {
                         service: entry.name.to_owned(),
@@ -44,6 +46,13 @@ pub async fn invoke<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
             _ => S::run(args).await,
         };
     };
+    // Boxed so that the (large) remote state machine stays off the stack of co-located
+    // call chains, which recurse through `invoke` once per level.
+    Box::pin(invoke_remote::<S>(router, args)).await
+}
+
+async fn invoke_remote<S: Service>(router: Arc<Router>, args: S::Args) -> Result<S::Ok, S::Err> {
+    let entry = S::entry();
     let payload = match postcard::to_stdvec(&args) {
         Ok(p) => p,
         Err(e) => {
@@ -64,7 +73,11 @@ pub async fn invoke<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
                 reason: format!("the error of `{}` does not decode: {e}", entry.name),
             })
         })),
-        Err(e) => Err(S::Err::from(e)),
+        Err(e) => {
+            // A retrying scope around this call (`Client::run`) decides on the failure.
+            crate::retry::note_failure(&e);
+            Err(S::Err::from(e))
+        }
     }
 }
 
@@ -193,7 +206,8 @@ impl Endpoint {
             addr: self.addr.clone(),
             reason,
         };
-        let stream = tokio::time::timeout(router.connect_timeout, router.dialer.dial(&self.addr))
+        let dial = router.dialer.dial(&self.addr, &[service]);
+        let stream = tokio::time::timeout(router.connect_timeout, dial)
             .await
             .map_err(|_| unreachable(format!("no answer within {:?}", router.connect_timeout)))?
             .map_err(|e| unreachable(e.to_string()))?;
@@ -353,8 +367,62 @@ impl Router {
         if budget.is_zero() {
             return Err(deadline_exceeded());
         }
-        let endpoint = self.pick(entry)?;
-        let endpoint = &endpoint;
+        let header = Header {
+            kind: Kind::Request,
+            attempt: options.attempt.unwrap_or(ctx_attempt),
+            service: 0,
+            request_id: 0,
+            deadline_us: budget.as_micros().clamp(1, u64::MAX as u128) as u64,
+            trace: crate::host::child_trace(&parent),
+        };
+        let request_id = request_id.as_deref().unwrap_or("");
+        let (prefix, request_id) = wire::request_meta(request_id);
+        let prefix = &prefix[..wire::request_meta_prefix_len(request_id)];
+        let parts: [&[u8]; 3] = [prefix, request_id.as_bytes(), payload];
+        // Fail over to another instance only when the first one certainly did not run the
+        // call (it was unreachable, draining, or no longer hosts the service): that is not a
+        // retry, so it is safe at every level of a call chain.
+        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        loop {
+            let endpoint = self.pick(entry, &tried)?;
+            let result = self
+                .call_on(&endpoint, entry, header, &parts, deadline, budget)
+                .await;
+            match result {
+                Err(e)
+                    if matches!(
+                        e,
+                        CallError::Unreachable { .. }
+                            | CallError::Draining { .. }
+                            | CallError::UnknownService { .. }
+                    ) && tried.len() < 3
+                        && Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, "failing over to another instance");
+                    tried.push(endpoint);
+                    if self.pick(entry, &tried).is_err() {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Send one call to `endpoint` and wait for its reply.
+    async fn call_on(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        entry: &'static ServiceEntry,
+        mut header: Header,
+        parts: &[&[u8]],
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Reply, CallError> {
+        let deadline_exceeded = || CallError::DeadlineExceeded {
+            service: entry.name.to_owned(),
+            budget,
+        };
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = Decrement(&endpoint.in_flight);
         let conn = tokio::time::timeout_at(deadline.into(), endpoint.connect(self, entry.name))
@@ -365,27 +433,15 @@ impl Router {
                     endpoint.record_failure();
                 }
             })?;
-        let service_id =
+        header.service =
             conn.remote_service_id(entry.name)
                 .ok_or_else(|| CallError::UnknownService {
                     service: entry.name.to_owned(),
                     peer: format!("{} ({})", conn.peer(), conn.remote_instance()),
                     hosted: conn.remote_services().collect::<Vec<_>>().join(", "),
                 })?;
-        let header = Header {
-            kind: Kind::Request,
-            attempt: options.attempt.unwrap_or(ctx_attempt),
-            service: service_id,
-            request_id: 0,
-            deadline_us: budget.as_micros().clamp(1, u64::MAX as u128) as u64,
-            trace: crate::host::child_trace(&parent),
-        };
-        let request_id = request_id.as_deref().unwrap_or("");
-        let (prefix, request_id) = wire::request_meta(request_id);
-        let prefix = &prefix[..wire::request_meta_prefix_len(request_id)];
-        let parts: [&[u8]; 3] = [prefix, request_id.as_bytes(), payload];
         let frame = conn
-            .request(header, &parts, Some(deadline.into()))
+            .request(header, parts, Some(deadline.into()))
             .await
             .map_err(|e| match e {
                 RequestError::Deadline => deadline_exceeded(),
@@ -416,15 +472,28 @@ impl Router {
 
     /// Power of two choices on calls in flight, among the endpoints not ejected (or among
     /// all of them when every one is ejected).
-    fn pick(&self, entry: &'static ServiceEntry) -> Result<Arc<Endpoint>, CallError> {
+    fn pick(
+        &self,
+        entry: &'static ServiceEntry,
+        exclude: &[Arc<Endpoint>],
+    ) -> Result<Arc<Endpoint>, CallError> {
         let routes = self
             .routes
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let all = routes
+        let route = routes
             .get(entry.id() as usize)
             .map_or(&[][..], Vec::as_slice);
+        if let [only] = route
+            && exclude.is_empty()
+        {
+            return Ok(only.clone());
+        }
+        let all: Vec<&Arc<Endpoint>> = route
+            .iter()
+            .filter(|e| !exclude.iter().any(|x| Arc::ptr_eq(x, e)))
+            .collect();
         if all.is_empty() {
             return Err(CallError::NoInstance {
                 service: entry.name.to_owned(),
@@ -434,12 +503,9 @@ impl Router {
             return Ok(all[0].clone());
         }
         let now = Instant::now();
-        let healthy: Vec<&Arc<Endpoint>> = all.iter().filter(|e| !e.is_ejected(now)).collect();
-        let candidates: Vec<&Arc<Endpoint>> = if healthy.is_empty() {
-            all.iter().collect()
-        } else {
-            healthy
-        };
+        let healthy: Vec<&Arc<Endpoint>> =
+            all.iter().copied().filter(|e| !e.is_ejected(now)).collect();
+        let candidates = if healthy.is_empty() { all } else { healthy };
         let n = candidates.len();
         if n == 1 {
             return Ok(candidates[0].clone());

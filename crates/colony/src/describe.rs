@@ -43,17 +43,10 @@ pub fn describe() -> Value {
         .collect();
     let definitions = generator.take_definitions(true);
     json!({
-        "app": app_name(),
+        "app": crate::identity::app_name(),
         "fingerprint": crate::identity::fingerprint(),
         "protocol": crate::wire::PROTOCOL_VERSION,
         "services": services,
         "$defs": definitions,
     })
-}
-
-fn app_name() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "app".to_owned())
 }

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 /// | [`BadArguments`](CallError::BadArguments) | no: it will fail again | no |
 /// | [`Internal`](CallError::Internal) | no | **yes** |
 /// | [`Protocol`](CallError::Protocol) | no | **yes** |
+/// | [`Forbidden`](CallError::Forbidden) | no: the caller is not allowed | no |
 ///
 /// **A failed call may still have run.** When the connection is lost or the deadline
 /// passes, the callee may have done the work, or part of it. Handlers that change state
@@ -144,6 +145,17 @@ pub enum CallError {
         /// What was wrong.
         reason: String,
     },
+    /// The caller is not on the service's allow-list (`callers` in `colony.toml`).
+    #[error(
+        "service `{service}` refused the call: caller {caller} is not on its allow-list; add it \
+         to `callers` of `{service}` in colony.toml"
+    )]
+    Forbidden {
+        /// The service that was called.
+        service: String,
+        /// Who the callee saw calling: the names in the caller's certificate.
+        caller: String,
+    },
 }
 
 impl CallError {
@@ -188,7 +200,8 @@ impl CallError {
             | CallError::DeadlineExceeded { service, .. }
             | CallError::Cancelled { service }
             | CallError::BadArguments { service, .. }
-            | CallError::Internal { service, .. } => Some(service),
+            | CallError::Internal { service, .. }
+            | CallError::Forbidden { service, .. } => Some(service),
             CallError::VersionMismatch { .. } | CallError::Protocol { .. } => None,
         }
     }
@@ -292,6 +305,7 @@ impl From<CallError> for ServiceError {
         let kind = match &err {
             CallError::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
             CallError::BadArguments { .. } => ErrorKind::InvalidArgument,
+            CallError::Forbidden { .. } => ErrorKind::PermissionDenied,
             CallError::NoInstance { .. }
             | CallError::Unreachable { .. }
             | CallError::Overloaded { .. }
@@ -324,6 +338,9 @@ pub enum Error {
     /// The called service returned its own error.
     #[error("the service returned an error: {0}")]
     Service(serde_json::Value),
+    /// Mutual TLS could not be set up: no CA, unreadable certificates, a bad `colony.toml`.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
 
 /// `fn main() -> colony::Result<()>` prints this when it fails, so it reads like Display.

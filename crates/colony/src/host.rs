@@ -3,8 +3,10 @@
 //! Owns: [`Host`] (which services this instance serves, its limit of requests in flight,
 //! its load counters) and [`serve`] (the accept loop). Promises: each request runs as its
 //! own task under the caller's deadline and trace; past the in-flight limit a request is
-//! refused with `Overloaded` before its body runs; a panic in a body becomes an `Internal`
-//! error for that one call; draining finishes the work in flight before `serve` returns.
+//! refused with `Overloaded` before its body runs; a request for a service its caller may not
+//! call (the connection's [`PeerIdentity`](crate::transport::PeerIdentity)) is refused with
+//! `Forbidden`; a panic in a body becomes an `Internal` error for that one call; draining
+//! finishes the work in flight before `serve` returns.
 //! Must not touch: how calls are routed (the `call` module owns that).
 
 use std::collections::HashMap;
@@ -57,6 +59,12 @@ pub struct Host {
     completed: AtomicU64,
     errors: AtomicU64,
     draining: AtomicBool,
+    /// When this host was created: the origin of `busy_since`.
+    epoch: std::time::Instant,
+    /// Microseconds after `epoch` at which `in_flight` last rose from zero (valid while busy).
+    busy_since: AtomicU64,
+    /// Microseconds of busy time, up to the last time `in_flight` fell to zero.
+    busy_total: AtomicU64,
     /// Signalled whenever `in_flight` drops to zero while draining.
     idle: Notify,
     /// Open connections, so a drain can tell each peer to go away.
@@ -67,6 +75,34 @@ pub struct Host {
 struct ConnectionTasks {
     conn: Connection,
     running: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// The services (by id) the peer may call, from its authenticated identity; `None`: all.
+    permitted: Option<Vec<bool>>,
+}
+
+impl ConnectionTasks {
+    fn new(conn: &Connection) -> ConnectionTasks {
+        let permitted = conn
+            .peer_identity()
+            .and_then(|id| id.may_call.as_ref())
+            .map(|names| {
+                let mut permitted = vec![false; service::registry().len()];
+                for entry in names.iter().filter_map(|n| service::find(n)) {
+                    permitted[entry.id() as usize] = true;
+                }
+                permitted
+            });
+        ConnectionTasks {
+            conn: conn.clone(),
+            running: Mutex::new(HashMap::new()),
+            permitted,
+        }
+    }
+
+    fn permits(&self, service: u32) -> bool {
+        self.permitted
+            .as_ref()
+            .is_none_or(|p| p.get(service as usize).copied().unwrap_or(false))
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -112,6 +148,9 @@ impl Host {
             completed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            epoch: std::time::Instant::now(),
+            busy_since: AtomicU64::new(0),
+            busy_total: AtomicU64::new(0),
             idle: Notify::new(),
             connections: Mutex::new(Vec::new()),
         }))
@@ -119,12 +158,34 @@ impl Host {
 
     /// The current load.
     pub fn load(&self) -> LoadReport {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let mut busy_micros = self.busy_total.load(Ordering::Relaxed);
+        if in_flight > 0 {
+            busy_micros += self
+                .micros()
+                .saturating_sub(self.busy_since.load(Ordering::Relaxed));
+        }
         LoadReport {
-            in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight,
             capacity: self.config.max_in_flight,
             completed: self.completed.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            busy_micros,
         }
+    }
+
+    fn micros(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Start draining without waiting: new requests are refused from now on.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the host is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// The services hosted here.
@@ -189,6 +250,16 @@ impl Host {
             };
             return self.refuse(conn, &header, err);
         };
+        if !tasks.permits(header.service) {
+            let err = CallError::Forbidden {
+                service: entry.name.to_owned(),
+                caller: conn
+                    .peer_identity()
+                    .map_or_else(|| conn.peer().to_owned(), ToString::to_string),
+            };
+            tracing::warn!(service = entry.name, caller = %conn.peer(), "refused a call: the caller is not on the service's allow-list");
+            return self.refuse(conn, &header, err);
+        }
         if self.draining.load(Ordering::Acquire) {
             let err = CallError::Draining {
                 service: entry.name.to_owned(),
@@ -196,6 +267,9 @@ impl Host {
             return self.refuse(conn, &header, err);
         }
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before == 0 {
+            self.busy_since.store(self.micros(), Ordering::Relaxed);
+        }
         let guard = InFlight { host: self.clone() };
         if before >= self.config.max_in_flight {
             drop(guard);
@@ -270,16 +344,24 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let host = &self.host;
         host.completed.fetch_add(1, Ordering::Relaxed);
-        if host.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
-            && host.draining.load(Ordering::Acquire)
-        {
-            host.idle.notify_waiters();
+        if host.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let busy = host
+                .micros()
+                .saturating_sub(host.busy_since.load(Ordering::Relaxed));
+            host.busy_total.fetch_add(busy, Ordering::Relaxed);
+            if host.draining.load(Ordering::Acquire) {
+                host.idle.notify_waiters();
+            }
         }
     }
 }
 
 /// Run one request's body in its context, under its deadline, catching panics.
-async fn run_body(entry: &'static ServiceEntry, args: bytes::Bytes, ctx: CallContext) -> Outcome {
+pub(crate) async fn run_body(
+    entry: &'static ServiceEntry,
+    args: bytes::Bytes,
+    ctx: CallContext,
+) -> Outcome {
     let deadline = ctx.deadline;
     let budget = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
     let body = context::scope(ctx, (entry.handle)(args));
@@ -331,10 +413,7 @@ struct HostHandler {
 impl Handler for HostHandler {
     fn on_frame(self: Arc<Self>, conn: &Connection, frame: Frame) {
         let tasks = self.tasks.get_or_init(|| {
-            let tasks = Arc::new(ConnectionTasks {
-                conn: conn.clone(),
-                running: Mutex::new(HashMap::new()),
-            });
+            let tasks = Arc::new(ConnectionTasks::new(conn));
             lock(&self.host.connections).push(Arc::downgrade(&tasks));
             if self.host.draining.load(Ordering::Acquire) {
                 conn.go_away();

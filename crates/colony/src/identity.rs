@@ -1,6 +1,7 @@
-//! Who this process is: its build fingerprint and instance id.
+//! Who this process is: its app, build fingerprint and instance id.
 //!
-//! Owns: the values each connection's handshake carries. Promises: the fingerprint is the
+//! Owns: the values each connection's handshake carries, and the app name that certificates
+//! carry. Promises: the fingerprint is the
 //! same in every process started from the same executable, and differs between builds.
 
 use std::sync::OnceLock;
@@ -37,4 +38,18 @@ pub fn instance_id() -> &'static str {
         Ok(id) if !id.is_empty() => id,
         _ => format!("{}-{:04x}", std::process::id(), fastrand::u16(..)),
     })
+}
+
+/// The app's name: `COLONY_APP`, else the file name of this process's executable. It names
+/// the app in `describe` and the trust domain of its certificates (`spiffe://<app>/...`).
+pub fn app_name() -> String {
+    if let Ok(app) = std::env::var("COLONY_APP")
+        && !app.is_empty()
+    {
+        return app;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "app".to_owned())
 }

@@ -56,6 +56,7 @@
 //! |---|---|
 //! | `APP` or `APP run` | every service in this process, listening on `--listen` (default 127.0.0.1:7700) |
 //! | `APP serve --service A,B --listen ADDR --peer NAME=ADDR` | an instance hosting A and B |
+//! | `APP gateway --http ADDR --peer NAME=ADDR` | the HTTP gateway in front of the exposed services (`APP run` serves it too) |
 //! | `APP call SERVICE 'JSON' [--peer NAME=ADDR]` | one call, printing its JSON result |
 //! | `APP describe` | JSON of every service: arguments, schemas, options |
 //!
@@ -102,11 +103,17 @@
 
 mod app;
 mod call;
+pub mod client;
 pub mod context;
 mod describe;
+pub mod discovery;
 pub mod error;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 mod host;
 mod identity;
+pub mod retry;
+pub mod security;
 pub mod service;
 pub mod testing;
 pub mod transport;
@@ -122,7 +129,7 @@ pub mod control {
     pub use crate::call::{CallOptions, DEFAULT_TIMEOUT, Peer, Reply, Router, RouterBuilder};
     pub use crate::describe::describe;
     pub use crate::host::{Host, HostConfig, serve};
-    pub use crate::identity::{fingerprint, instance_id};
+    pub use crate::identity::{app_name, fingerprint, instance_id};
 
     /// Run `fut` with `router` routing every call made inside it (but not inside tasks it
     /// spawns, which use the default router).

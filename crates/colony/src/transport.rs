@@ -8,32 +8,157 @@
 //! Must not touch: the meaning of payloads (the `call` and `host` modules own that).
 //!
 //! Anything that is `AsyncRead + AsyncWrite` can carry a connection, so TLS wraps the TCP
-//! stream in a [`Dialer`] and [`Listener`] without touching the rest.
+//! stream in a [`Dialer`] and [`Listener`] (`crate::security`) without touching the rest.
+//! A stream that proved who its peer is comes wrapped in [`Authenticated`]: the connection
+//! then keeps the peer's [`PeerIdentity`], believes only the services the peer proved it
+//! hosts, and tells the host which of its services the peer may call.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::service::BoxFuture;
 use crate::wire::{self, Decoder, Frame, Header, Hello, Kind, WireError};
 
 /// A byte stream that can carry a connection.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+///
+/// It is [`Any`] so that a connection can find out whether the stream is [`Authenticated`].
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + Any {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + Any> Stream for T {}
 
 /// A boxed [`Stream`].
 pub type BoxStream = Box<dyn Stream>;
 
 /// Opens byte streams to peers by address.
 pub trait Dialer: Send + Sync + 'static {
-    /// Open a stream to `addr`.
-    fn dial(&self, addr: &str) -> BoxFuture<io::Result<BoxStream>>;
+    /// Open a stream to `addr`, where the caller expects the services named in `expected`.
+    ///
+    /// A dialer that authenticates its peers (TLS) refuses a peer that does not prove it
+    /// hosts every service in `expected`; others ignore it.
+    fn dial(&self, addr: &str, expected: &[&str]) -> BoxFuture<io::Result<BoxStream>>;
+}
+
+/// Who the peer of a connection proved to be, as its transport authenticated it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerIdentity {
+    /// The names the peer's credentials carry: the services it hosts, or a role such as
+    /// `@client`. A dialer believes the peer hosts only these services.
+    pub names: Vec<String>,
+    /// The services of this side that the peer may call (from allow-lists); `None`: all.
+    pub may_call: Option<Vec<String>>,
+}
+
+impl PeerIdentity {
+    /// A peer that proved `names`, allowed to call every service of this side.
+    pub fn new(names: Vec<String>) -> PeerIdentity {
+        PeerIdentity {
+            names,
+            may_call: None,
+        }
+    }
+
+    /// Restrict the services of this side that the peer may call.
+    pub fn may_call_only(mut self, services: Vec<String>) -> PeerIdentity {
+        self.may_call = Some(services);
+        self
+    }
+
+    /// Whether the peer proved the name `name`.
+    pub fn is(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+}
+
+impl std::fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.names.is_empty() {
+            return f.write_str("(no identity)");
+        }
+        f.write_str(&self.names.join(", "))
+    }
+}
+
+/// A stream whose peer proved who it is; [`Dialer`]s and [`Listener`]s that authenticate
+/// return their streams wrapped in it.
+pub struct Authenticated {
+    stream: BoxStream,
+    identity: PeerIdentity,
+}
+
+impl std::fmt::Debug for Authenticated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticated")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticated {
+    /// Wrap `stream`, whose peer proved `identity`.
+    pub fn new(stream: BoxStream, identity: PeerIdentity) -> Authenticated {
+        Authenticated { stream, identity }
+    }
+
+    /// Who the peer is.
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
+    }
+
+    /// The identity of the peer behind `stream`, if the stream is authenticated.
+    pub fn identity_of(stream: &BoxStream) -> Option<&PeerIdentity> {
+        let any: &dyn Any = &**stream;
+        any.downcast_ref::<Authenticated>().map(|a| &a.identity)
+    }
+}
+
+impl AsyncRead for Authenticated {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Authenticated {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// What [`Listener::accept`] returns.
@@ -48,12 +173,22 @@ pub trait Listener: Send + 'static {
     fn local_addr(&self) -> String;
 }
 
+impl<L: Listener + ?Sized> Listener for Box<L> {
+    fn accept(&mut self) -> AcceptFuture<'_> {
+        (**self).accept()
+    }
+
+    fn local_addr(&self) -> String {
+        (**self).local_addr()
+    }
+}
+
 /// Dials over TCP with `TCP_NODELAY`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpDialer;
 
 impl Dialer for TcpDialer {
-    fn dial(&self, addr: &str) -> BoxFuture<io::Result<BoxStream>> {
+    fn dial(&self, addr: &str, _expected: &[&str]) -> BoxFuture<io::Result<BoxStream>> {
         let addr = addr.to_owned();
         Box::pin(async move {
             let stream = tokio::net::TcpStream::connect(&addr).await?;
@@ -134,7 +269,7 @@ impl MemoryNetwork {
 }
 
 impl Dialer for MemoryNetwork {
-    fn dial(&self, addr: &str) -> BoxFuture<io::Result<BoxStream>> {
+    fn dial(&self, addr: &str, _expected: &[&str]) -> BoxFuture<io::Result<BoxStream>> {
         let target = lock(&self.listeners).get(addr).cloned();
         Box::pin(async move {
             let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "no listener");
@@ -243,8 +378,11 @@ pub struct Connection {
 struct Shared {
     /// A label for logs and errors: the peer's address.
     peer: String,
-    /// The peer's handshake: its instance id and the services it hosts.
+    /// The peer's handshake: its instance id and the services it hosts (on a dialed,
+    /// authenticated stream, only those its credentials name).
     remote: Hello,
+    /// Who the peer proved to be, when the stream is [`Authenticated`].
+    identity: Option<PeerIdentity>,
     /// Service name → the peer's id for it, from `remote`.
     remote_ids: HashMap<String, u32>,
     /// Frames waiting for the writer task; appended by anyone, drained in one write.
@@ -296,6 +434,7 @@ impl Connection {
         config: ConnectionConfig,
         handler: Option<Arc<dyn Handler>>,
     ) -> Result<Connection, HandshakeError> {
+        let identity = Authenticated::identity_of(&stream).cloned();
         let decoder = Decoder::new(config.max_frame);
         let mut buf = BytesMut::with_capacity(4096);
         let exchange = async {
@@ -326,14 +465,30 @@ impl Connection {
             }
             verdict.map(|()| remote)
         };
-        let remote = tokio::time::timeout(config.handshake_timeout, exchange)
+        let mut remote = tokio::time::timeout(config.handshake_timeout, exchange)
             .await
             .map_err(|_| HandshakeError::Timeout(config.handshake_timeout))??;
+        if let (true, Some(identity)) = (dialer, &identity) {
+            // A peer serves only the services its credentials name, whatever it claims.
+            let (proven, claimed): (Vec<_>, Vec<_>) = std::mem::take(&mut remote.services)
+                .into_iter()
+                .partition(|(name, _)| identity.is(name));
+            if !claimed.is_empty() {
+                let claimed: Vec<&str> = claimed.iter().map(|(n, _)| n.as_str()).collect();
+                tracing::warn!(
+                    %peer,
+                    claimed = %claimed.join(","),
+                    "the peer claims services its certificate does not name; not calling them there"
+                );
+            }
+            remote.services = proven;
+        }
 
         let remote_ids = remote.services.iter().cloned().collect();
         let shared = Arc::new(Shared {
             peer,
             remote,
+            identity,
             remote_ids,
             out: Mutex::new(BytesMut::with_capacity(16 * 1024)),
             out_ready: Notify::new(),
@@ -356,6 +511,11 @@ impl Connection {
     /// The peer's address, as dialed or accepted.
     pub fn peer(&self) -> &str {
         &self.shared.peer
+    }
+
+    /// Who the peer proved to be, when its stream was [`Authenticated`].
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.shared.identity.as_ref()
     }
 
     /// The peer's instance id, from its handshake.
@@ -534,10 +694,23 @@ async fn read_frame(
     buf: &mut BytesMut,
 ) -> Result<Frame, HandshakeError> {
     loop {
-        if let Some(frame) = decoder.decode(buf)? {
-            return Ok(frame);
+        let decoded = decoder
+            .decode(buf)
+            .and_then(|frame| reserve_for_next(decoder, buf).map(|()| frame));
+        match decoded {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            // A TLS record (handshake 22 or alert 21, version 3.x) where a frame should be.
+            Err(_) if matches!(buf.get(..2), Some([21 | 22, 3])) => {
+                return Err(HandshakeError::Wire(WireError::Payload {
+                    what: "handshake",
+                    reason: "the peer speaks TLS and this process does not: turn TLS on here \
+                             (unset COLONY_TLS=off, or `security = \"off\"` in colony.toml)"
+                        .to_owned(),
+                }));
+            }
+            Err(e) => return Err(e.into()),
         }
-        reserve_for_next(decoder, buf)?;
         if stream.read_buf(buf).await? == 0 {
             return Err(HandshakeError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -365,6 +365,8 @@ pub struct LoadReport {
     pub completed: u64,
     /// Requests that ended in an error or fault since start.
     pub errors: u64,
+    /// Microseconds since start during which at least one request was in flight.
+    pub busy_micros: u64,
 }
 
 /// A [`crate::CallError`] as sent in a `Fault` frame.

@@ -1,10 +1,26 @@
 //! The hello example in each deployment shape: one process, and two processes calling
-//! each other over TCP.
+//! each other over mutual TLS.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 
 const APP: &str = env!("CARGO_BIN_EXE_hello");
+
+/// A cluster CA for this test run, as `colony certs init` would make it.
+fn ca_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hello-ca-{}", std::process::id()));
+        colony::security::Ca::generate("hello")
+            .expect("a CA")
+            .save(&dir, true)
+            .expect("saved");
+        dir
+    })
+}
 
 struct Instance(Child, String);
 
@@ -22,6 +38,7 @@ fn serve(services: &str, peers: &[String]) -> Instance {
         cmd.args(["--peer", p]);
     }
     let mut child = cmd
+        .env("COLONY_CA_DIR", ca_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -45,6 +62,7 @@ fn call(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(APP)
         .arg("call")
         .args(args)
+        .env("COLONY_CA_DIR", ca_dir())
         .output()
         .expect("runs");
     (

@@ -10,6 +10,8 @@
 // Services are `pub` as in a library; in a binary nothing is reachable from outside.
 #![allow(unreachable_pub)]
 
+#[cfg(test)]
+mod client_suite;
 mod services;
 #[cfg(test)]
 mod suite;

@@ -1,5 +1,7 @@
 //! The fixture services.
 
+pub mod shop;
+
 /// Echo and errors.
 pub mod basic {
     use colony::{ErrorKind, ServiceError, microservice};
@@ -116,5 +118,67 @@ pub mod work {
             }
         }
         Ok(ok)
+    }
+}
+
+/// A load generator, for the local cluster's autoscaling and fault tests.
+pub mod load {
+    use std::time::{Duration, Instant};
+
+    use colony::{ServiceError, microservice};
+    use serde::{Deserialize, Serialize};
+
+    /// What a load run saw.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Report {
+        /// Calls that succeeded.
+        pub ok: u64,
+        /// Calls that failed.
+        pub failed: u64,
+        /// The first failure, for the test's message.
+        pub first_error: Option<String>,
+    }
+
+    /// Keeps `concurrency` calls of `work::sleep_ms(sleep_ms)` in flight for `duration_ms`.
+    #[microservice(timeout = "300s")]
+    pub async fn drive(
+        concurrency: u32,
+        duration_ms: u64,
+        sleep_ms: u64,
+    ) -> Result<Report, ServiceError> {
+        let end = Instant::now() + Duration::from_millis(duration_ms);
+        let workers = (0..concurrency).map(|_| async move {
+            let mut report = Report {
+                ok: 0,
+                failed: 0,
+                first_error: None,
+            };
+            while Instant::now() < end {
+                match super::work::sleep_ms(sleep_ms).await {
+                    Ok(_) => report.ok += 1,
+                    Err(e) => {
+                        report.failed += 1;
+                        report.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            report
+        });
+        let reports = futures_util::future::join_all(workers).await;
+        Ok(reports.into_iter().fold(
+            Report {
+                ok: 0,
+                failed: 0,
+                first_error: None,
+            },
+            |mut all, r| {
+                all.ok += r.ok;
+                all.failed += r.failed;
+                if all.first_error.is_none() {
+                    all.first_error = r.first_error;
+                }
+                all
+            },
+        ))
     }
 }

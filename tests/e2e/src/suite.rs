@@ -87,9 +87,24 @@ async fn suite(remote: bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_calls_without_a_runtime() {
-    suite(false).await;
+#[test]
+fn direct_calls_without_a_runtime() {
+    // Co-located calls nest on the stack, one level per call: 200 levels of a debug build
+    // need more than a test thread's 2 MiB.
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(64 << 20)
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(suite(false));
+        })
+        .expect("thread")
+        .join()
+        .expect("the suite passes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

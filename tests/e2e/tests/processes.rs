@@ -1,12 +1,28 @@
-//! Real processes on 127.0.0.1: the fixture app started as instances that call each other,
-//! and real faults (kill -9, SIGTERM) in the middle of calls.
+//! Real processes on 127.0.0.1: the fixture app started as instances that call each other
+//! over mutual TLS (the default), and real faults (kill -9, SIGTERM) in the middle of calls.
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 const APP: &str = env!("CARGO_BIN_EXE_colony-e2e");
+
+/// A cluster CA for this test run, as `colony certs init` would make it; every process of
+/// these tests finds it through `COLONY_CA_DIR`.
+fn ca_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-ca-{}", std::process::id()));
+        colony::security::Ca::generate("colony-e2e")
+            .expect("a CA")
+            .save(&dir, true)
+            .expect("saved");
+        dir
+    })
+}
 
 fn svc(name: &str) -> String {
     format!("colony_e2e::services::{name}")
@@ -114,6 +130,7 @@ fn call(service: &str, json: &str, addr: &str, extra: &[&str]) -> Output {
         .arg("--peer")
         .arg(format!("{}={addr}", svc(service)))
         .args(extra)
+        .env("COLONY_CA_DIR", ca_dir())
         .env("COLONY_LOG", "warn")
         .stdin(Stdio::null())
         .output()
@@ -171,6 +188,7 @@ fn two_processes_call_each_other() {
 impl Instance {
     fn start_command(mut cmd: Command) -> Instance {
         cmd.env("COLONY_LOG", "info")
+            .env("COLONY_CA_DIR", ca_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -326,6 +344,7 @@ fn a_peer_from_another_build_is_refused_naming_both_fingerprints() {
         .args(["call", &svc("basic::echo"), r#"{"text": "x"}"#])
         .args(["--peer", &format!("{}={}", svc("basic::echo"), b.addr)])
         .env("COLONY_FINGERPRINT", "another-build")
+        .env("COLONY_CA_DIR", ca_dir())
         .output()
         .expect("runs");
     let err = stderr(&out);
@@ -355,4 +374,71 @@ fn malformed_and_oversized_frames_close_only_their_connection() {
     b.wait_for_log("refused connection");
     let out = call("basic::echo", r#"{"text": "fine"}"#, &b.addr, &[]);
     assert_eq!(stdout(&out), "\"fine\"");
+}
+
+#[test]
+fn without_a_cluster_ca_an_instance_stops_at_once_and_says_what_to_do() {
+    let out = Command::new(APP)
+        .args([
+            "serve",
+            "--service",
+            &svc("basic::echo"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("COLONY_CA_DIR", ca_dir().join("missing"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no cluster CA")
+            && err.contains("colony certs init")
+            && err.contains("COLONY_TLS=off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn with_tls_off_instances_talk_plaintext_after_a_loud_warning() {
+    let mut cmd = Command::new(APP);
+    cmd.args([
+        "serve",
+        "--service",
+        &svc("basic::echo"),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .env("COLONY_TLS", "off");
+    let b = Instance::start_command(cmd);
+    b.wait_for_log("TLS IS OFF");
+    // Start_command set COLONY_CA_DIR; a plaintext caller needs no CA.
+    let out = Command::new(APP)
+        .args(["call", &svc("basic::echo"), r#"{"text": "clear"}"#])
+        .args(["--peer", &format!("{}={}", svc("basic::echo"), b.addr)])
+        .env("COLONY_TLS", "off")
+        .output()
+        .expect("runs");
+    assert_eq!(stdout(&out), "\"clear\"", "{}", stderr(&out));
+    // A caller with TLS on is refused by the plaintext instance's protocol check, and
+    // says so instead of hanging.
+    let out = call("basic::echo", r#"{"text": "x"}"#, &b.addr, &[]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn an_instance_refuses_a_plaintext_caller_and_logs_why() {
+    let b = Instance::start(&["basic::echo"], &[], 2);
+    let out = Command::new(APP)
+        .args(["call", &svc("basic::echo"), r#"{"text": "x"}"#])
+        .args(["--peer", &format!("{}={}", svc("basic::echo"), b.addr)])
+        .env("COLONY_TLS", "off")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "{}", stdout(&out));
+    b.wait_for_log("does not speak TLS");
+    // Still serving callers that belong.
+    let out = call("basic::echo", r#"{"text": "fine"}"#, &b.addr, &[]);
+    assert_eq!(stdout(&out), "\"fine\"", "{}", stderr(&out));
 }

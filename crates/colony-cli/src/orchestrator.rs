@@ -1,0 +1,987 @@
+//! The local orchestrator: starts instances, discovers them, watches their heartbeats,
+//! scales them, and survives its own restart.
+//!
+//! Owns: the instances of one app on this machine and their desired counts. Promises:
+//! membership changes are pushed to every instance; an instance that misses its heartbeats
+//! for 1.5 intervals is quarantined (taken out of membership), then killed and replaced
+//! after 2 more; a crashed instance is replaced; scale-down drains; desired counts, the
+//! instances and the event log persist in `.colony/`, so a restarted orchestrator re-adopts
+//! running instances instead of starting duplicates. Must not touch: the app's calls
+//! (instances call each other directly).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use colony::discovery::{FromOrchestrator, LoadSnapshot, ToOrchestrator, read_line, write_message};
+use serde::{Deserialize, Serialize};
+use tokio::io::BufReader;
+use tokio::sync::mpsc;
+
+use crate::settings::{ClusterSettings, ServiceSettings};
+
+/// How long a new instance has to register before it is replaced.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a running instance found after a restart has to register again.
+const ADOPT_GRACE: Duration = Duration::from_secs(10);
+/// How long a draining instance has to exit before it is killed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The app an orchestrator runs.
+#[derive(Debug, Clone)]
+pub(crate) struct App {
+    /// The app's binary.
+    pub(crate) binary: PathBuf,
+    /// The app's directory: instances run there and read its `colony.toml`.
+    pub(crate) dir: PathBuf,
+    /// `.colony/` of the app: state, events, logs, the cluster CA.
+    pub(crate) state_dir: PathBuf,
+    /// The app's build fingerprint, from `describe`.
+    pub(crate) fingerprint: String,
+    /// Services in `describe` order.
+    pub(crate) services: Vec<String>,
+}
+
+/// The state of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum State {
+    /// Started, not yet registered.
+    Starting,
+    /// Registered and heartbeating: in membership.
+    Healthy,
+    /// Missed its heartbeats: out of membership, to be killed and replaced.
+    Quarantined,
+    /// Told to drain: out of membership, finishing its calls.
+    Draining,
+    /// Found running by a restarted orchestrator; waiting for it to register again.
+    Adopting,
+}
+
+/// One instance, as `status` reports it and as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InstanceInfo {
+    pub(crate) id: String,
+    pub(crate) service: String,
+    pub(crate) pid: u32,
+    pub(crate) addr: Option<String>,
+    pub(crate) state: State,
+    pub(crate) load: LoadSnapshot,
+    pub(crate) log: PathBuf,
+}
+
+struct Instance {
+    info: InstanceInfo,
+    /// When it last registered or heartbeat.
+    last_seen: Instant,
+    /// When it entered its current state.
+    since: Instant,
+    /// Our child process, when we started it (not for adopted instances).
+    child: Option<tokio::process::Child>,
+    /// A kill was sent; the instance is gone once its process is.
+    killed: bool,
+}
+
+/// A scaling or health event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub(crate) time_ms: u64,
+    pub(crate) kind: String,
+    pub(crate) service: String,
+    pub(crate) instance: Option<String>,
+    pub(crate) reason: String,
+}
+
+/// What persists across orchestrator restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    fingerprint: String,
+    control_addr: String,
+    next_id: u64,
+    desired: BTreeMap<String, u32>,
+    instances: Vec<InstanceInfo>,
+}
+
+/// A request from the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Request {
+    Status,
+    Events,
+    Scale { service: String, count: u32 },
+    Down,
+}
+
+/// The answer to a CLI request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Response {
+    Status(Status),
+    Events { events: Vec<Event> },
+    Ok { message: String },
+    Error { message: String },
+}
+
+/// `colony status --json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Status {
+    pub(crate) orchestrator_pid: u32,
+    pub(crate) control_addr: String,
+    pub(crate) heartbeat_ms: u64,
+    pub(crate) services: Vec<ServiceStatus>,
+}
+
+/// One service in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ServiceStatus {
+    pub(crate) name: String,
+    pub(crate) desired: u32,
+    pub(crate) settings: ServiceSettings,
+    pub(crate) instances: Vec<InstanceInfo>,
+}
+
+struct Inner {
+    app: App,
+    cluster: ClusterSettings,
+    settings: BTreeMap<String, ServiceSettings>,
+    desired: BTreeMap<String, u32>,
+    instances: BTreeMap<String, Instance>,
+    links: HashMap<String, mpsc::UnboundedSender<FromOrchestrator>>,
+    last_members: BTreeMap<String, Vec<String>>,
+    next_id: u64,
+    control_addr: String,
+    /// Since when each service's load has been below its low watermark.
+    below_since: HashMap<String, Instant>,
+    /// When each service last scaled.
+    last_scaled: HashMap<String, Instant>,
+    /// The next core to pin an instance to.
+    next_core: usize,
+    stopping: bool,
+}
+
+/// A running orchestrator.
+#[derive(Clone)]
+pub(crate) struct Orchestrator {
+    inner: Arc<Mutex<Inner>>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesized command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn kill(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+impl Inner {
+    fn event(&mut self, kind: &str, service: &str, instance: Option<&str>, reason: String) {
+        let event = Event {
+            time_ms: now_ms(),
+            kind: kind.to_owned(),
+            service: service.to_owned(),
+            instance: instance.map(str::to_owned),
+            reason,
+        };
+        tracing::info!(kind, service, instance, reason = %event.reason, "event");
+        if let Ok(mut line) = serde_json::to_string(&event) {
+            line.push('\n');
+            use std::io::Write;
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.app.state_dir.join("events.jsonl"))
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+        }
+    }
+
+    fn persist(&self) {
+        let persisted = Persisted {
+            fingerprint: self.app.fingerprint.clone(),
+            control_addr: self.control_addr.clone(),
+            next_id: self.next_id,
+            desired: self.desired.clone(),
+            instances: self.instances.values().map(|i| i.info.clone()).collect(),
+        };
+        let path = self.app.state_dir.join("state.json");
+        let tmp = self.app.state_dir.join("state.json.tmp");
+        if let Ok(text) = serde_json::to_vec_pretty(&persisted)
+            && std::fs::write(&tmp, text).is_ok()
+        {
+            let _ = std::fs::rename(tmp, path);
+        }
+    }
+
+    fn members(&self) -> BTreeMap<String, Vec<String>> {
+        let mut members: BTreeMap<String, Vec<String>> = self
+            .app
+            .services
+            .iter()
+            .map(|s| (s.clone(), Vec::new()))
+            .collect();
+        for inst in self.instances.values() {
+            if inst.info.state == State::Healthy
+                && let Some(addr) = &inst.info.addr
+            {
+                members
+                    .entry(inst.info.service.clone())
+                    .or_default()
+                    .push(addr.clone());
+            }
+        }
+        members
+    }
+
+    /// Push membership to every linked process if it changed (or to all when `force`).
+    fn push_members(&mut self, force: bool) {
+        let members = self.members();
+        if !force && members == self.last_members {
+            return;
+        }
+        self.last_members = members.clone();
+        let message = FromOrchestrator::Members { services: members };
+        self.links.retain(|_, tx| tx.send(message.clone()).is_ok());
+    }
+
+    fn set_state(&mut self, id: &str, state: State) {
+        if let Some(inst) = self.instances.get_mut(id) {
+            inst.info.state = state;
+            inst.since = Instant::now();
+        }
+    }
+
+    fn live(&self, service: &str) -> usize {
+        self.instances
+            .values()
+            .filter(|i| {
+                i.info.service == service
+                    && matches!(
+                        i.info.state,
+                        State::Starting | State::Healthy | State::Adopting
+                    )
+            })
+            .count()
+    }
+
+    fn spawn(&mut self, service: &str) -> anyhow::Result<()> {
+        self.next_id += 1;
+        let short = service.rsplit("::").next().unwrap_or(service);
+        let id = format!("{short}-{}", self.next_id);
+        let logs = self.app.state_dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("could not create {}", logs.display()))?;
+        let log = logs.join(format!("{id}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("could not open {}", log.display()))?;
+        let err = out.try_clone()?;
+        let settings = self.settings.get(service);
+        let pin = settings.is_some_and(|s| s.pin_cores.value);
+        let mut cmd = if pin {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let core = self.next_core % cores;
+            self.next_core += 1;
+            let mut c = tokio::process::Command::new("taskset");
+            c.arg("-c").arg(core.to_string()).arg(&self.app.binary);
+            c
+        } else {
+            tokio::process::Command::new(&self.app.binary)
+        };
+        cmd.arg("serve")
+            .arg("--service")
+            .arg(service)
+            .arg("--listen")
+            .arg("127.0.0.1:0");
+        if let Some(t) = settings.and_then(|s| s.threads.value) {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        cmd.env("COLONY_ORCHESTRATOR", &self.control_addr)
+            .env(
+                "COLONY_ORCHESTRATOR_FILE",
+                self.app.state_dir.join("orchestrator.addr"),
+            )
+            .env("COLONY_INSTANCE", &id)
+            .env("COLONY_CA_DIR", &self.app.state_dir)
+            .env("COLONY_CONFIG", self.app.dir.join("colony.toml"))
+            .current_dir(&self.app.dir)
+            .env(
+                "COLONY_HEARTBEAT",
+                format!("{}ms", self.cluster.heartbeat_ms.value),
+            )
+            .env_remove("COLONY_PEERS")
+            .env_remove("COLONY_LISTEN")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Own process group: a Ctrl-C in the terminal reaches the orchestrator, which
+            // drains the instances itself, and instances outlive a killed orchestrator.
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("could not start {}", self.app.binary.display()))?;
+        let pid = child.id().unwrap_or(0);
+        let info = InstanceInfo {
+            id: id.clone(),
+            service: service.to_owned(),
+            pid,
+            addr: None,
+            state: State::Starting,
+            load: LoadSnapshot::default(),
+            log,
+        };
+        self.instances.insert(
+            id.clone(),
+            Instance {
+                info,
+                last_seen: Instant::now(),
+                since: Instant::now(),
+                child: Some(child),
+                killed: false,
+            },
+        );
+        self.event("started", service, Some(&id), format!("pid {pid}"));
+        Ok(())
+    }
+
+    /// Kill an instance once; returns false when a kill was already sent.
+    fn kill_instance(&mut self, id: &str) -> bool {
+        let Some(inst) = self.instances.get_mut(id) else {
+            return false;
+        };
+        if inst.killed {
+            return false;
+        }
+        inst.killed = true;
+        {
+            match &mut inst.child {
+                Some(child) => {
+                    let _ = child.start_kill();
+                }
+                None => kill(inst.info.pid, "9"),
+            }
+        }
+        true
+    }
+
+    fn kill_with_event(&mut self, id: &str, service: &str, reason: String) {
+        if self.kill_instance(id) {
+            self.event("killed", service, Some(id), reason);
+        }
+    }
+
+    fn drain_instance(&mut self, id: &str, reason: String) {
+        let Some(inst) = self.instances.get(id) else {
+            return;
+        };
+        let service = inst.info.service.clone();
+        self.set_state(id, State::Draining);
+        // Out of membership first, so callers stop choosing it; then drain.
+        self.push_members(false);
+        match self.links.get(id) {
+            Some(tx) => {
+                let _ = tx.send(FromOrchestrator::Drain);
+            }
+            None => {
+                if let Some(inst) = self.instances.get(id) {
+                    kill(inst.info.pid, "TERM");
+                }
+            }
+        }
+        self.event("drain", &service, Some(id), reason);
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let hb = self.cluster.heartbeat();
+        let mut changed = false;
+
+        // Processes that ended.
+        let ids: Vec<String> = self.instances.keys().cloned().collect();
+        for id in &ids {
+            let Some(inst) = self.instances.get_mut(id) else {
+                continue;
+            };
+            let exited = match &mut inst.child {
+                Some(child) => match child.try_wait() {
+                    Ok(Some(status)) => Some(status.to_string()),
+                    Ok(None) => None,
+                    Err(e) => Some(e.to_string()),
+                },
+                None => (!pid_alive(inst.info.pid)).then(|| "the process is gone".to_owned()),
+            };
+            if let Some(status) = exited {
+                let inst = self.instances.remove(id);
+                self.links.remove(id);
+                if let Some(inst) = inst {
+                    let kind = if inst.info.state == State::Draining {
+                        "exited"
+                    } else {
+                        "crashed"
+                    };
+                    self.event(kind, &inst.info.service, Some(id), status);
+                }
+                changed = true;
+            }
+        }
+
+        // Heartbeats.
+        let ids: Vec<String> = self.instances.keys().cloned().collect();
+        for id in &ids {
+            let Some(inst) = self.instances.get(id) else {
+                continue;
+            };
+            let (state, silent, age, service) = (
+                inst.info.state,
+                now - inst.last_seen,
+                now - inst.since,
+                inst.info.service.clone(),
+            );
+            match state {
+                State::Healthy if silent > hb.mul_f64(1.5) => {
+                    self.set_state(id, State::Quarantined);
+                    self.event(
+                        "quarantined",
+                        &service,
+                        Some(id),
+                        format!("no heartbeat for {} ms", silent.as_millis()),
+                    );
+                    changed = true;
+                }
+                State::Quarantined if age > hb * 2 => {
+                    self.kill_with_event(
+                        id,
+                        &service,
+                        "quarantined and still silent: replacing it".to_owned(),
+                    );
+                }
+                State::Starting if age > START_TIMEOUT => {
+                    self.kill_with_event(
+                        id,
+                        &service,
+                        format!("did not register within {START_TIMEOUT:?}"),
+                    );
+                }
+                State::Adopting if age > (hb * 10).max(ADOPT_GRACE) => {
+                    let reason = "running but did not re-register after the orchestrator restarted";
+                    self.kill_with_event(id, &service, reason.to_owned());
+                }
+                State::Draining if age > DRAIN_TIMEOUT => {
+                    self.kill_with_event(
+                        id,
+                        &service,
+                        format!("did not finish draining within {DRAIN_TIMEOUT:?}"),
+                    );
+                }
+                _ => {}
+            }
+        }
+
+        if !self.stopping {
+            self.autoscale(now);
+        }
+
+        // Reconcile counts.
+        let services = self.app.services.clone();
+        for service in &services {
+            let desired = if self.stopping {
+                0
+            } else {
+                self.desired.get(service).copied().unwrap_or(0)
+            } as usize;
+            let live = self.live(service);
+            if live < desired {
+                for _ in live..desired {
+                    if let Err(e) = self.spawn(service) {
+                        self.event("error", service, None, format!("{e:#}"));
+                        break;
+                    }
+                }
+                changed = true;
+            } else if live > desired {
+                let mut candidates: Vec<(u8, u64, String)> = self
+                    .instances
+                    .values()
+                    .filter(|i| i.info.service == *service)
+                    .filter_map(|i| {
+                        let rank = match i.info.state {
+                            State::Starting => 0,
+                            State::Adopting => 1,
+                            State::Healthy => 2,
+                            _ => return None,
+                        };
+                        Some((rank, i.info.load.in_flight, i.info.id.clone()))
+                    })
+                    .collect();
+                candidates.sort();
+                for (_, _, id) in candidates.into_iter().take(live - desired) {
+                    let reason = if self.stopping {
+                        "the cluster is stopping".to_owned()
+                    } else {
+                        format!("{live} instances, {desired} desired")
+                    };
+                    self.drain_instance(&id, reason);
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            self.push_members(false);
+            self.persist();
+        }
+    }
+
+    fn autoscale(&mut self, now: Instant) {
+        let services = self.app.services.clone();
+        for service in &services {
+            let Some(s) = self.settings.get(service).cloned() else {
+                continue;
+            };
+            let healthy: Vec<&Instance> = self
+                .instances
+                .values()
+                .filter(|i| i.info.service == *service && i.info.state == State::Healthy)
+                .collect();
+            let starting = self.instances.values().any(|i| {
+                i.info.service == *service
+                    && matches!(i.info.state, State::Starting | State::Adopting)
+            });
+            if healthy.is_empty() || starting {
+                continue;
+            }
+            let in_flight: u64 = healthy.iter().map(|i| i.info.load.in_flight).sum();
+            let ratio = in_flight as f64 / (healthy.len() as f64 * f64::from(s.capacity.value));
+            let desired = self.desired.get(service).copied().unwrap_or(0);
+            let settle = self.cluster.heartbeat() * 4;
+            let recently = self
+                .last_scaled
+                .get(service)
+                .is_some_and(|t| now - *t < settle);
+            if ratio > s.high_watermark.value {
+                self.below_since.remove(service);
+                if desired < s.ceiling() && !recently {
+                    self.desired.insert(service.clone(), desired + 1);
+                    self.last_scaled.insert(service.clone(), now);
+                    self.event(
+                        "scale_up",
+                        service,
+                        None,
+                        format!(
+                            "load {ratio:.2} ({in_flight} in flight over {} instances × capacity {}) is above the high watermark {}: {} → {}",
+                            healthy.len(), s.capacity.value, s.high_watermark.value, desired, desired + 1
+                        ),
+                    );
+                }
+            } else if ratio < s.low_watermark.value && desired > s.min_instances.value {
+                let since = *self.below_since.entry(service.clone()).or_insert(now);
+                let cooldown = Duration::from_millis(s.cooldown_ms.value);
+                if now - since >= cooldown && !recently {
+                    self.desired.insert(service.clone(), desired - 1);
+                    self.last_scaled.insert(service.clone(), now);
+                    self.below_since.insert(service.clone(), now);
+                    self.event(
+                        "scale_down",
+                        service,
+                        None,
+                        format!(
+                            "load {ratio:.2} stayed below the low watermark {} for the cool-down of {} ms: {} → {}",
+                            s.low_watermark.value, s.cooldown_ms.value, desired, desired - 1
+                        ),
+                    );
+                }
+            } else {
+                self.below_since.remove(service);
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            orchestrator_pid: std::process::id(),
+            control_addr: self.control_addr.clone(),
+            heartbeat_ms: self.cluster.heartbeat_ms.value,
+            services: self
+                .app
+                .services
+                .iter()
+                .filter_map(|name| Some((name, self.settings.get(name)?.clone())))
+                .map(|(name, settings)| ServiceStatus {
+                    name: name.clone(),
+                    desired: self.desired.get(name).copied().unwrap_or(0),
+                    settings,
+                    instances: self
+                        .instances
+                        .values()
+                        .filter(|i| i.info.service == *name)
+                        .map(|i| i.info.clone())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn read_events(state_dir: &Path) -> Vec<Event> {
+    std::fs::read_to_string(state_dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+impl Orchestrator {
+    /// Start an orchestrator for `app`: bind its control port (the previous one when it
+    /// is free), re-adopt instances a previous orchestrator left running, and start the
+    /// rest. Runs until [`Orchestrator::stop`] has drained every instance.
+    pub(crate) async fn start(
+        app: App,
+        cluster: ClusterSettings,
+        settings: BTreeMap<String, ServiceSettings>,
+    ) -> anyhow::Result<Orchestrator> {
+        std::fs::create_dir_all(&app.state_dir)
+            .with_context(|| format!("could not create {}", app.state_dir.display()))?;
+        let previous: Persisted = std::fs::read(app.state_dir.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let listener = match tokio::net::TcpListener::bind(&previous.control_addr).await {
+            Ok(l) if !previous.control_addr.is_empty() => l,
+            _ => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("could not bind a control port on 127.0.0.1")?,
+        };
+        let control_addr = listener.local_addr()?.to_string();
+        std::fs::write(app.state_dir.join("orchestrator.addr"), &control_addr)?;
+        std::fs::write(
+            app.state_dir.join("orchestrator.pid"),
+            std::process::id().to_string(),
+        )?;
+
+        let mut desired = BTreeMap::new();
+        for service in &app.services {
+            let min = settings.get(service).map_or(1, |s| s.min_instances.value);
+            let ceiling = settings.get(service).map_or(min, ServiceSettings::ceiling);
+            let kept = previous.desired.get(service).copied().unwrap_or(min);
+            desired.insert(service.clone(), kept.clamp(min, ceiling.max(min)));
+        }
+        let mut inner = Inner {
+            app: app.clone(),
+            cluster,
+            settings,
+            desired,
+            instances: BTreeMap::new(),
+            links: HashMap::new(),
+            last_members: BTreeMap::new(),
+            next_id: previous.next_id,
+            control_addr,
+            below_since: HashMap::new(),
+            last_scaled: HashMap::new(),
+            next_core: 0,
+            stopping: false,
+        };
+        let same_build = previous.fingerprint == app.fingerprint;
+        for info in previous.instances {
+            if !pid_alive(info.pid) {
+                inner.event(
+                    "gone",
+                    &info.service,
+                    Some(&info.id),
+                    "found dead after an orchestrator restart".to_owned(),
+                );
+                continue;
+            }
+            if !same_build || !app.services.contains(&info.service) {
+                kill(info.pid, "TERM");
+                inner.event(
+                    "replaced",
+                    &info.service,
+                    Some(&info.id),
+                    "it runs an older build of the app".to_owned(),
+                );
+                continue;
+            }
+            let id = info.id.clone();
+            let mut info = info;
+            let state = info.state;
+            info.state = if state == State::Draining {
+                State::Draining
+            } else {
+                State::Adopting
+            };
+            inner.event(
+                "adopting",
+                &info.service,
+                Some(&id),
+                format!("pid {} still running", info.pid),
+            );
+            inner.instances.insert(
+                id,
+                Instance {
+                    info,
+                    last_seen: Instant::now(),
+                    since: Instant::now(),
+                    child: None,
+                    killed: false,
+                },
+            );
+        }
+        inner.persist();
+        let orchestrator = Orchestrator {
+            inner: Arc::new(Mutex::new(inner)),
+            done: Arc::new(tokio::sync::Notify::new()),
+        };
+        tokio::spawn(orchestrator.clone().accept_loop(listener));
+        tokio::spawn(orchestrator.clone().tick_loop());
+        Ok(orchestrator)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current status.
+    pub(crate) fn status(&self) -> Status {
+        self.lock().status()
+    }
+
+    /// Drain every instance and wait until they have exited (or been killed).
+    pub(crate) async fn stop(&self) {
+        self.lock().stopping = true;
+        loop {
+            let done = self.done.notified();
+            if self.lock().instances.is_empty() {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), done).await;
+        }
+        let inner = self.lock();
+        inner.persist();
+        let _ = std::fs::remove_file(inner.app.state_dir.join("orchestrator.pid"));
+        let _ = std::fs::remove_file(inner.app.state_dir.join("orchestrator.addr"));
+    }
+
+    /// Resolves once a stop was requested through the control port (`colony down`).
+    pub(crate) async fn stop_requested(&self) {
+        loop {
+            let done = self.done.notified();
+            if self.lock().stopping {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    async fn tick_loop(self) {
+        let hb = self.lock().cluster.heartbeat();
+        let mut ticker = tokio::time::interval((hb / 4).max(Duration::from_millis(10)));
+        loop {
+            ticker.tick().await;
+            self.lock().tick();
+            self.done.notify_waiters();
+        }
+    }
+
+    async fn accept_loop(self, listener: tokio::net::TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(self.clone().serve_connection(stream));
+        }
+    }
+
+    async fn serve_connection(self, stream: tokio::net::TcpStream) {
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = BufReader::new(reader);
+        let Ok(Some(first)) = read_line(&mut reader).await else {
+            return;
+        };
+        if let Ok(ToOrchestrator::Register(registration)) = serde_json::from_str(&first) {
+            self.serve_instance(registration, reader, writer).await;
+            return;
+        }
+        let response = match serde_json::from_str::<Request>(&first) {
+            Ok(request) => self.handle(request),
+            Err(e) => Response::Error {
+                message: format!("not a request this orchestrator understands: {e}"),
+            },
+        };
+        let _ = write_message(&mut writer, &response).await;
+    }
+
+    fn handle(&self, request: Request) -> Response {
+        let mut inner = self.lock();
+        match request {
+            Request::Status => Response::Status(inner.status()),
+            Request::Events => Response::Events {
+                events: read_events(&inner.app.state_dir),
+            },
+            Request::Scale { service, count } => {
+                let Some(s) = inner.settings.get(&service).cloned() else {
+                    return Response::Error {
+                        message: format!(
+                            "`{service}` is not a service of this app; its services are: {}",
+                            inner.app.services.join(", ")
+                        ),
+                    };
+                };
+                if count < s.min_instances.value || count > s.ceiling() {
+                    return Response::Error {
+                        message: format!(
+                            "cannot scale `{service}` to {count}: allowed values are {} to {} \
+                             (min_instances to max_instances{}); change them in colony.toml",
+                            s.min_instances.value,
+                            s.ceiling(),
+                            if s.max_per_host.value.is_some() {
+                                ", capped by max_per_host"
+                            } else {
+                                ""
+                            }
+                        ),
+                    };
+                }
+                let before = inner.desired.insert(service.clone(), count).unwrap_or(0);
+                inner.last_scaled.insert(service.clone(), Instant::now());
+                inner.event(
+                    "manual_scale",
+                    &service,
+                    None,
+                    format!("colony scale: {before} → {count}"),
+                );
+                inner.persist();
+                Response::Ok {
+                    message: format!("`{service}`: {before} → {count} instances"),
+                }
+            }
+            Request::Down => {
+                inner.stopping = true;
+                drop(inner);
+                self.done.notify_waiters();
+                Response::Ok {
+                    message: "draining every instance".to_owned(),
+                }
+            }
+        }
+    }
+
+    async fn serve_instance(
+        self,
+        registration: colony::discovery::Registration,
+        mut reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+        mut writer: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let id = registration.instance.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        {
+            let mut inner = self.lock();
+            let known = inner.instances.contains_key(&id);
+            if !known {
+                // Not one of ours (a gateway, or an instance started by hand): it gets
+                // membership, but is not managed.
+                tracing::debug!(%id, "a process registered that this orchestrator did not start");
+            }
+            if let Some(inst) = inner.instances.get_mut(&id) {
+                inst.info.addr = Some(registration.addr.clone());
+                inst.info.pid = registration.pid;
+                inst.last_seen = Instant::now();
+                let state = inst.info.state;
+                let service = inst.info.service.clone();
+                if matches!(state, State::Starting | State::Adopting) {
+                    inner.set_state(&id, State::Healthy);
+                    let what = if state == State::Adopting {
+                        "re-adopted"
+                    } else {
+                        "healthy"
+                    };
+                    inner.event(
+                        what,
+                        &service,
+                        Some(&id),
+                        format!("serving on {}", registration.addr),
+                    );
+                }
+            }
+            inner.links.insert(id.clone(), tx.clone());
+            let members = inner.members();
+            let _ = tx.send(FromOrchestrator::Members { services: members });
+            inner.push_members(false);
+            inner.persist();
+        }
+        loop {
+            tokio::select! {
+                line = read_line(&mut reader) => {
+                    let Ok(Some(line)) = line else { break };
+                    if let Ok(ToOrchestrator::Heartbeat { load }) = serde_json::from_str(&line) {
+                        let mut inner = self.lock();
+                        if let Some(inst) = inner.instances.get_mut(&id) {
+                            inst.last_seen = Instant::now();
+                            inst.info.load = load;
+                        }
+                    }
+                }
+                message = rx.recv() => {
+                    let Some(message) = message else { break };
+                    if write_message(&mut writer, &message).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut inner = self.lock();
+        if inner.links.get(&id).is_some_and(|t| t.same_channel(&tx)) {
+            inner.links.remove(&id);
+        }
+    }
+}
+
+/// Send one request to the orchestrator of the app whose state lives in `state_dir`.
+pub(crate) async fn request(state_dir: &Path, request: &Request) -> anyhow::Result<Response> {
+    let addr_file = state_dir.join("orchestrator.addr");
+    let addr = std::fs::read_to_string(&addr_file).with_context(|| {
+        format!(
+            "no orchestrator is running for this app ({} is missing); start one with `colony up`",
+            addr_file.display()
+        )
+    })?;
+    let stream = tokio::net::TcpStream::connect(addr.trim())
+        .await
+        .with_context(|| {
+            format!(
+                "the orchestrator at {} does not answer; start it again with `colony up`",
+                addr.trim()
+            )
+        })?;
+    let (reader, mut writer) = stream.into_split();
+    write_message(&mut writer, request).await?;
+    let mut reader = BufReader::new(reader);
+    let line = read_line(&mut reader)
+        .await?
+        .context("the orchestrator closed the connection without answering")?;
+    serde_json::from_str(&line).context("the orchestrator's answer does not parse")
+}

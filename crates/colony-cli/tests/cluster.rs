@@ -1,0 +1,455 @@
+//! `colony up` for real: an orchestrator and instances as processes on 127.0.0.1, driven
+//! by the fixture app of `tests/e2e`, with real faults (kill -9, SIGSTOP, a killed
+//! orchestrator). Tests poll with deadlines; none asserts on time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const COLONY: &str = env!("CARGO_BIN_EXE_colony");
+const SLEEP: &str = "colony_e2e::services::work::sleep_ms";
+const DRIVE: &str = "colony_e2e::services::load::drive";
+
+/// The fixture app's binary, built once.
+fn app() -> &'static Path {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = Command::new(cargo)
+            .args(["build", "-p", "colony-e2e", "--message-format=json"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo runs");
+        assert!(out.status.success(), "the fixture app builds");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "colony-e2e")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("the fixture app's executable")
+    })
+}
+
+/// A cluster directory with a `colony.toml`; `colony down` when dropped.
+struct Cluster {
+    dir: PathBuf,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Clusters are heavy on a 2-core machine: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Cluster {
+    fn up(name: &str, toml: &str) -> Cluster {
+        let dir =
+            std::env::temp_dir().join(format!("colony-cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("colony.toml"), toml).expect("colony.toml");
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let cluster = Cluster { dir, _turn: turn };
+        let out = cluster.up_again();
+        assert!(out.status.success(), "colony up: {}", stderr(&out));
+        cluster
+    }
+
+    fn up_again(&self) -> Output {
+        Command::new(COLONY)
+            .arg("up")
+            .arg(&self.dir)
+            .arg("--app-binary")
+            .arg(app())
+            .arg("--detach")
+            .stdin(Stdio::null())
+            .output()
+            .expect("colony up runs")
+    }
+
+    fn colony(&self, args: &[&str]) -> Output {
+        Command::new(COLONY)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("colony runs")
+    }
+
+    fn status(&self) -> Value {
+        let out = self.colony(&["status", self.dir.to_str().expect("utf-8"), "--json"]);
+        assert!(out.status.success(), "colony status: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let out = self.colony(&[
+            "status",
+            self.dir.to_str().expect("utf-8"),
+            "--events",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "colony status --events: {}",
+            stderr(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("events JSON")
+    }
+
+    fn service(&self, name: &str) -> Value {
+        self.status()["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} in status"))
+    }
+
+    fn instances(&self, name: &str, state: &str) -> Vec<Value> {
+        self.service(name)["instances"]
+            .as_array()
+            .map(|i| i.iter().filter(|i| i["state"] == state).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn wait_until(&self, what: &str, within: Duration, mut cond: impl FnMut(&Cluster) -> bool) {
+        let deadline = Instant::now() + within;
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}; status: {}\nevents: {:#?}",
+                self.status(),
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn addr_of(&self, service: &str) -> String {
+        self.instances(service, "healthy")[0]["addr"]
+            .as_str()
+            .expect("an address")
+            .to_owned()
+    }
+
+    /// Run the load driver: `concurrency` calls of sleep_ms in flight for `duration_ms`.
+    fn drive(
+        &self,
+        concurrency: u32,
+        duration_ms: u64,
+        sleep_ms: u64,
+    ) -> std::thread::JoinHandle<Value> {
+        let addr = self.addr_of(DRIVE);
+        let ca_dir = self.dir.join(".colony");
+        std::thread::spawn(move || {
+            let args = format!(
+                r#"{{"concurrency": {concurrency}, "duration_ms": {duration_ms}, "sleep_ms": {sleep_ms}}}"#
+            );
+            let out = Command::new(app())
+                .args([
+                    "call",
+                    DRIVE,
+                    &args,
+                    "--peer",
+                    &format!("{DRIVE}={addr}"),
+                    "--timeout",
+                    "300s",
+                ])
+                .env("COLONY_CA_DIR", &ca_dir)
+                .stdin(Stdio::null())
+                .output()
+                .expect("the driver runs");
+            assert!(out.status.success(), "driver: {}", stderr(&out));
+            serde_json::from_slice(&out.stdout).expect("a report")
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.colony(&["down", self.dir.to_str().unwrap_or(".")]);
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn signal(pid: u64, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Only the services a test uses run; heartbeats are fast enough for the tests, slow
+/// enough for a loaded 2-core machine.
+const FAST: &str = r#"
+[cluster]
+heartbeat = "300ms"
+
+[defaults]
+min_instances = 0
+
+[services."colony_e2e::services::load::drive"]
+min_instances = 1
+
+[services."colony_e2e::services::work::sleep_ms"]
+min_instances = 1
+max_instances = 3
+capacity = 10
+high_watermark = 0.8
+low_watermark = 0.2
+cooldown = "1s"
+"#;
+
+#[test]
+fn load_ramp_scales_up_then_back_down_with_no_failed_call() {
+    let cluster = Cluster::up("ramp", FAST);
+    assert_eq!(cluster.instances(SLEEP, "healthy").len(), 1);
+
+    // 30 in flight against capacity 10: load 3.0, far past the high watermark.
+    let high = cluster.drive(30, 4_000, 20);
+    cluster.wait_until(
+        "a second instance takes traffic",
+        Duration::from_secs(60),
+        |c| {
+            let healthy = c.instances(SLEEP, "healthy");
+            healthy.len() >= 2
+                && healthy
+                    .iter()
+                    .all(|i| i["load"]["completed"].as_u64().unwrap_or(0) > 0)
+        },
+    );
+    let report = high.join().expect("driver");
+    assert_eq!(report["failed"], 0, "{report}");
+
+    // Light load, below the low watermark: after the cool-down, back to the minimum.
+    let low = cluster.drive(1, 6_000, 20);
+    cluster.wait_until(
+        "the service is back to its minimum",
+        Duration::from_secs(60),
+        |c| {
+            let s = c.service(SLEEP);
+            s["desired"] == 1 && s["instances"].as_array().is_some_and(|i| i.len() == 1)
+        },
+    );
+    let report = low.join().expect("driver");
+    assert_eq!(
+        report["failed"], 0,
+        "no call fails because of a scale-down: {report}"
+    );
+
+    let events = cluster.events();
+    for kind in ["scale_up", "scale_down"] {
+        let e = events
+            .iter()
+            .find(|e| e["kind"] == kind && e["service"] == SLEEP);
+        let e = e.unwrap_or_else(|| panic!("a {kind} event: {events:#?}"));
+        assert!(
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("watermark")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn kill_9_of_an_instance_under_load_is_replaced() {
+    let cluster = Cluster::up("kill", FAST);
+    let victim = cluster.instances(SLEEP, "healthy")[0].clone();
+    let load = cluster.drive(2, 3_000, 20);
+    signal(victim["pid"].as_u64().expect("pid"), "9");
+    cluster.wait_until(
+        "the killed instance is replaced",
+        Duration::from_secs(60),
+        |c| {
+            let healthy = c.instances(SLEEP, "healthy");
+            !healthy.is_empty() && healthy.iter().all(|i| i["id"] != victim["id"])
+        },
+    );
+    let _ = load.join();
+    assert!(
+        cluster
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "crashed" && e["instance"] == victim["id"])
+    );
+}
+
+#[test]
+fn a_stopped_instance_is_quarantined_routed_around_and_replaced() {
+    let cluster = Cluster::up(
+        "sigstop",
+        &FAST.replace(
+            "sleep_ms\"]\nmin_instances = 1",
+            "sleep_ms\"]\nmin_instances = 2",
+        ),
+    );
+    cluster.wait_until("two instances", Duration::from_secs(60), |c| {
+        c.instances(SLEEP, "healthy").len() == 2
+    });
+    let victim = cluster.instances(SLEEP, "healthy")[0].clone();
+    let pid = victim["pid"].as_u64().expect("pid");
+    signal(pid, "STOP");
+    cluster.wait_until(
+        "the stopped instance is quarantined",
+        Duration::from_secs(30),
+        |c| {
+            c.events()
+                .iter()
+                .any(|e| e["kind"] == "quarantined" && e["instance"] == victim["id"])
+        },
+    );
+    // Callers no longer choose it: a fresh run of calls all succeed.
+    let report = cluster.drive(4, 1_000, 5).join().expect("driver");
+    assert_eq!(report["failed"], 0, "{report}");
+    cluster.wait_until("it is replaced", Duration::from_secs(60), |c| {
+        let healthy = c.instances(SLEEP, "healthy");
+        healthy.len() == 2 && healthy.iter().all(|i| i["id"] != victim["id"])
+    });
+    // Usually already killed and replaced; a still-stopped process would linger otherwise.
+    let _ = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+}
+
+#[test]
+fn a_restarted_orchestrator_re_adopts_its_instances() {
+    let cluster = Cluster::up("restart", FAST);
+    let before = cluster.status();
+    let ids = |s: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = s["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let load = cluster.drive(4, 4_000, 20);
+    signal(before["orchestrator_pid"].as_u64().expect("pid"), "9");
+    let out = cluster.up_again();
+    assert!(out.status.success(), "colony up again: {}", stderr(&out));
+    let report = load.join().expect("driver");
+    assert_eq!(
+        report["failed"], 0,
+        "calls keep flowing while the orchestrator is down: {report}"
+    );
+    let after = cluster.status();
+    assert_ne!(after["orchestrator_pid"], before["orchestrator_pid"]);
+    assert_eq!(
+        ids(&after),
+        ids(&before),
+        "the same instances, no duplicates"
+    );
+    assert!(cluster.events().iter().any(|e| e["kind"] == "re-adopted"));
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let cluster = Cluster::up("bad", FAST);
+    let dir = cluster.dir.to_str().expect("utf-8").to_owned();
+    let scale = |target: &str| cluster.colony(&["scale", target, "--path", &dir]);
+
+    let out = scale("no::such::service=2");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a service of this app"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = scale(&format!("{SLEEP}=99"));
+    assert!(
+        stderr(&out).contains("allowed values are 1 to 3"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = scale(&format!("{SLEEP}=-1"));
+    assert!(
+        stderr(&out).contains("not a possible count"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert_eq!(cluster.service(SLEEP)["desired"], 1);
+
+    let out = scale(&format!("{SLEEP}=2"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    cluster.wait_until("two instances", Duration::from_secs(60), |c| {
+        c.instances(SLEEP, "healthy").len() == 2
+    });
+
+    // A malformed colony.toml is refused before anything starts.
+    let bad = std::env::temp_dir().join(format!("colony-cluster-badtoml-{}", std::process::id()));
+    std::fs::create_dir_all(&bad).expect("dir");
+    std::fs::write(bad.join("colony.toml"), "[services.\"x\"\nmin_instances = ").expect("write");
+    let out = Command::new(COLONY)
+        .arg("up")
+        .arg(&bad)
+        .arg("--app-binary")
+        .arg(app())
+        .arg("--detach")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("malformed"), "{}", stderr(&out));
+    assert!(!bad.join(".colony").exists(), "nothing started");
+
+    std::fs::write(
+        bad.join("colony.toml"),
+        format!("[services.\"{SLEEP}\"]\nmin_instances = 5\nmax_instances = 2\n"),
+    )
+    .expect("write");
+    let out = Command::new(COLONY)
+        .arg("up")
+        .arg(&bad)
+        .arg("--app-binary")
+        .arg(app())
+        .output()
+        .expect("runs");
+    assert!(
+        stderr(&out).contains("above max_instances"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&bad);
+}
+
+#[test]
+fn ten_services_with_two_instances_each() {
+    let services = [
+        "basic::echo",
+        "basic::add",
+        "basic::fail",
+        "basic::remaining_ms",
+        "basic::request_id",
+        "chain::ping",
+        "chain::pong",
+        "work::sleep_ms",
+        "work::block_ms",
+        "work::fan_out",
+    ];
+    let toml: String =
+        std::iter::once("[defaults]\nmin_instances = 0\n\n".to_owned())
+            .chain(services.iter().map(|s| {
+                format!("[services.\"colony_e2e::services::{s}\"]\nmin_instances = 2\n\n")
+            }))
+            .collect();
+    let started = Instant::now();
+    let cluster = Cluster::up("ten", &toml);
+    let took = started.elapsed();
+    for s in services {
+        let name = format!("colony_e2e::services::{s}");
+        assert_eq!(cluster.instances(&name, "healthy").len(), 2, "{name}");
+    }
+    // For the record (not an assertion): how long the whole cluster took to be healthy.
+    eprintln!("ten services × 2 instances healthy in {took:?}");
+}

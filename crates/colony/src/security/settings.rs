@@ -1,0 +1,291 @@
+//! Security settings: the environment and the security keys of `colony.toml`.
+//!
+//! Owns: [`Settings`], read once at start. Promises: a value that is wrong (an unknown mode,
+//! a bad duration, an allow-list for a service this binary lacks) is an error that names the
+//! setting and shows a correct one; keys of `colony.toml` it does not know are left to
+//! other readers. Must not touch: certificates.
+//!
+//! ```toml
+//! # colony.toml, next to the app (or COLONY_CONFIG)
+//! security = "mtls"            # or "off": plaintext, for local development only
+//! cert_lifetime = "24h"
+//! cert_renew_before = "8h"
+//!
+//! [services."shop::payment::charge"]
+//! callers = ["shop::checkout::*", "@gateway"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::SecurityError;
+use super::names::CallerPolicy;
+use super::rotation::{CertLifetime, LeafFiles};
+use crate::service;
+
+/// Where a process looks for the cluster CA when `COLONY_CA_DIR` is not set.
+pub const DEFAULT_CA_DIR: &str = ".colony";
+
+/// Whether connections use mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Mutual TLS 1.3 on every connection (the default).
+    Mutual,
+    /// Plaintext TCP, for in-process development and benchmarks only.
+    Off {
+        /// Which setting turned it off, for the warning.
+        by: String,
+    },
+}
+
+/// The security settings of one process.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The app, which names the SPIFFE trust domain: `COLONY_APP`, else the binary's name.
+    pub app: String,
+    /// TLS on or off.
+    pub mode: Mode,
+    /// Lifetime and renewal margin of certificates this process issues itself.
+    pub lifetime: CertLifetime,
+    /// Per-service allow-lists of callers.
+    pub callers: CallerPolicy,
+    /// Where the cluster CA is: `COLONY_CA_DIR`, else `./.colony`.
+    pub ca_dir: PathBuf,
+    /// A certificate handed over by an issuer, if any (`COLONY_TLS_CERT`, `COLONY_TLS_KEY`).
+    pub leaf: Option<LeafFiles>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct File {
+    security: Option<String>,
+    cert_lifetime: Option<String>,
+    cert_renew_before: Option<String>,
+    #[serde(default)]
+    services: BTreeMap<String, ServiceSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ServiceSection {
+    callers: Option<Vec<String>>,
+}
+
+impl Settings {
+    /// Read the settings of this process from its environment and `colony.toml` (at
+    /// `COLONY_CONFIG`, else in the working directory; a missing file means defaults).
+    pub fn from_env() -> Result<Settings, SecurityError> {
+        Settings::read(
+            |name| std::env::var(name).ok().filter(|v| !v.is_empty()),
+            crate::identity::app_name(),
+        )
+    }
+
+    /// Read the settings from `env` (a variable lookup) and the `colony.toml` it points to.
+    pub fn read(
+        env: impl Fn(&str) -> Option<String>,
+        app: String,
+    ) -> Result<Settings, SecurityError> {
+        let config_path = env("COLONY_CONFIG").map(PathBuf::from);
+        let file = match &config_path {
+            Some(path) => parse_file(path, true)?,
+            None => parse_file(Path::new("colony.toml"), false)?,
+        };
+        let where_ = config_path
+            .as_ref()
+            .map_or_else(|| "colony.toml".to_owned(), |p| p.display().to_string());
+
+        let mode = match (env("COLONY_TLS"), &file.security) {
+            (Some(v), _) => mode_of(&v, "COLONY_TLS")?,
+            (None, Some(v)) => mode_of(v, &format!("`security` in {where_}"))?,
+            (None, None) => Mode::Mutual,
+        };
+
+        let duration = |var: &str, key: &str, from_file: &Option<String>| {
+            let (value, source) = match (env(var), from_file) {
+                (Some(v), _) => (v, var.to_owned()),
+                (None, Some(v)) => (v.clone(), format!("`{key}` in {where_}")),
+                (None, None) => return Ok(None),
+            };
+            crate::app::parse_duration(&value)
+                .map(Some)
+                .map_err(|e| SecurityError::Config {
+                    reason: format!("{source}: {e}"),
+                })
+        };
+        let lifetime = duration("COLONY_CERT_LIFETIME", "cert_lifetime", &file.cert_lifetime)?;
+        let renew = duration(
+            "COLONY_CERT_RENEW_BEFORE",
+            "cert_renew_before",
+            &file.cert_renew_before,
+        )?;
+        let lifetime = match (lifetime, renew) {
+            (None, None) => CertLifetime::default(),
+            (Some(l), None) => CertLifetime::new(l, l / 3)?,
+            (l, Some(r)) => CertLifetime::new(l.unwrap_or(CertLifetime::default().lifetime()), r)?,
+        };
+
+        let mut callers = CallerPolicy::new();
+        for (service_name, section) in file.services {
+            let Some(list) = section.callers else {
+                continue;
+            };
+            if service::find(&service_name).is_none() {
+                return Err(SecurityError::Config {
+                    reason: format!(
+                        "{where_}: [services.\"{service_name}\"] names no service of this binary; \
+                         `APP describe` lists them"
+                    ),
+                });
+            }
+            for caller in &list {
+                let known = caller == "*"
+                    || caller.starts_with('@')
+                    || caller.ends_with("::*")
+                    || service::find(caller).is_some();
+                if !known {
+                    return Err(SecurityError::Config {
+                        reason: format!(
+                            "{where_}: `callers` of `{service_name}` lists `{caller}`, which is \
+                             no service of this binary; write a full name \
+                             (`shop::checkout::pay`), a module (`shop::checkout::*`) or a role \
+                             (`@client`, `@gateway`, `@orchestrator`)"
+                        ),
+                    });
+                }
+            }
+            callers = callers.allow(service_name, list);
+        }
+
+        let leaf = match (env("COLONY_TLS_CERT"), env("COLONY_TLS_KEY")) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => {
+                return Err(SecurityError::Config {
+                    reason: "set both COLONY_TLS_CERT and COLONY_TLS_KEY (a certificate and its \
+                             key), or neither"
+                        .to_owned(),
+                });
+            }
+        };
+        let ca_dir = PathBuf::from(env("COLONY_CA_DIR").unwrap_or_else(|| DEFAULT_CA_DIR.into()));
+        let leaf = leaf.map(|(cert, key)| {
+            let ca = env("COLONY_TLS_CA")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| ca_dir.join(super::ca::CA_CERT_FILE));
+            LeafFiles::new(cert, key, ca)
+        });
+        Ok(Settings {
+            app,
+            mode,
+            lifetime,
+            callers,
+            ca_dir,
+            leaf,
+        })
+    }
+}
+
+fn parse_file(path: &Path, required: bool) -> Result<File, SecurityError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(File::default());
+        }
+        Err(e) => {
+            return Err(SecurityError::Io {
+                path: path.to_owned(),
+                source: e,
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|e| SecurityError::Config {
+        reason: format!("{} is not valid: {e}", path.display()),
+    })
+}
+
+fn mode_of(value: &str, source: &str) -> Result<Mode, SecurityError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "off" | "false" | "0" | "none" | "plaintext" => Ok(Mode::Off {
+            by: format!("{source} = {value}"),
+        }),
+        "on" | "true" | "1" | "mtls" | "tls" => Ok(Mode::Mutual),
+        _ => Err(SecurityError::Config {
+            reason: format!("{source} is `{value}`; use \"mtls\" (the default) or \"off\""),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, SecurityError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::read(
+            move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            "app".to_owned(),
+        )
+    }
+
+    fn config(text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "colony-settings-{}-{}.toml",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::write(&path, text).expect("writes");
+        path
+    }
+
+    #[test]
+    fn defaults_are_mutual_tls_for_a_day() {
+        let s = settings(&[("COLONY_CONFIG", "/nonexistent/colony.toml")]);
+        assert!(s.is_err(), "an explicit config file must exist");
+        let s = settings(&[]).expect("defaults");
+        assert_eq!(s.mode, Mode::Mutual);
+        assert_eq!(s.lifetime, CertLifetime::default());
+        assert_eq!(s.ca_dir, PathBuf::from(".colony"));
+        assert!(s.callers.is_empty());
+        assert!(s.leaf.is_none());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let path = config("security = \"off\"\ncert_lifetime = \"30s\"\n");
+        let p = path.to_str().expect("utf-8");
+        let s = settings(&[("COLONY_CONFIG", p)]).expect("reads");
+        assert!(matches!(&s.mode, Mode::Off { by } if by.contains("security")));
+        assert_eq!(s.lifetime.lifetime(), Duration::from_secs(30));
+        assert_eq!(s.lifetime.renew_before(), Duration::from_secs(10));
+        let s = settings(&[("COLONY_CONFIG", p), ("COLONY_TLS", "on")]).expect("reads");
+        assert_eq!(s.mode, Mode::Mutual);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn wrong_values_say_what_to_write() {
+        let err = settings(&[("COLONY_TLS", "maybe")]).expect_err("bad mode");
+        assert!(err.to_string().contains("\"off\""), "{err}");
+        let err = settings(&[
+            ("COLONY_CERT_LIFETIME", "10s"),
+            ("COLONY_CERT_RENEW_BEFORE", "20s"),
+        ])
+        .expect_err("margin past lifetime");
+        assert!(err.to_string().contains("shorter"), "{err}");
+        let err = settings(&[("COLONY_TLS_CERT", "x.pem")]).expect_err("half a leaf");
+        assert!(err.to_string().contains("COLONY_TLS_KEY"), "{err}");
+        let path = config("[services.\"no::such::service\"]\ncallers = [\"*\"]\n");
+        let err = settings(&[("COLONY_CONFIG", path.to_str().expect("utf-8"))])
+            .expect_err("unknown service");
+        assert!(err.to_string().contains("no::such::service"), "{err}");
+        let _ = std::fs::remove_file(path);
+    }
+}
