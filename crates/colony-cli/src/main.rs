@@ -5,6 +5,8 @@
 //! app as a local cluster under an orchestrator (see `orchestrator.rs`).
 
 mod certs;
+mod deploy;
+mod image;
 mod orchestrator;
 mod package;
 mod settings;
@@ -38,6 +40,48 @@ struct AppArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum DeployTarget {
+    /// Kubernetes: Deployments, Services, HPAs, PDBs, the gateway, NetworkPolicies.
+    K8s {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The namespace (default: the app's name).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The kubeconfig context.
+        #[arg(long)]
+        context: Option<String>,
+        /// The image (default: APP:FINGERPRINT, as `colony build` tags it).
+        #[arg(long)]
+        image: Option<String>,
+        /// Print the manifests instead of applying them; needs no cluster.
+        #[arg(long)]
+        dry_run: bool,
+        /// The format of --dry-run output.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
+        output: OutputFormat,
+        /// An OpenShift Route instead of an Ingress for the gateway.
+        #[arg(long, value_enum, default_value = "kubernetes")]
+        platform: deploy::Platform,
+        /// Give the gateway's Service `type: LoadBalancer`.
+        #[arg(long)]
+        load_balancer: bool,
+        /// Remove objects the app no longer declares.
+        #[arg(long)]
+        prune: bool,
+        /// Wait for the rollout, showing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
 enum Cmd {
     /// Build the app and run it as a local cluster: min_instances of each service, with
     /// discovery, health checks and autoscaling.
@@ -47,6 +91,10 @@ enum Cmd {
         /// Return once the cluster is healthy, leaving the orchestrator in the background.
         #[arg(long)]
         detach: bool,
+        /// Where the HTTP gateway listens (when the app exposes services); a taken port falls
+        /// back to a free one.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        http: String,
     },
     /// Show each service's settings and instances.
     Status {
@@ -74,6 +122,25 @@ enum Cmd {
         #[arg(default_value = ".")]
         path: PathBuf,
     },
+    /// Build one container image for the app (every service runs from it).
+    Build {
+        #[command(flatten)]
+        app: AppArgs,
+        /// The image tag (default: APP:FINGERPRINT).
+        #[arg(long)]
+        tag: Option<String>,
+        /// A base image for the binary, instead of `scratch` plus its shared libraries.
+        #[arg(long, value_name = "IMAGE")]
+        base: Option<String>,
+        /// Write the build context and Dockerfile to DIR instead of building, for other builders.
+        #[arg(long, value_name = "DIR")]
+        dockerfile_only: Option<PathBuf>,
+    },
+    /// Deploy the app.
+    Deploy {
+        #[command(subcommand)]
+        target: DeployTarget,
+    },
     /// List the services of a built app: name, route and arguments.
     Services {
         /// The app's binary (e.g. target/debug/hello).
@@ -92,6 +159,9 @@ enum Cmd {
     Orchestrate {
         #[command(flatten)]
         app: AppArgs,
+        /// Where the HTTP gateway listens.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        http: String,
     },
 }
 
@@ -104,12 +174,19 @@ fn main() -> anyhow::Result<()> {
         .context("could not start the tokio runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Cmd::Up { app, detach } => up(app, detach).await,
-            Cmd::Orchestrate { app } => orchestrate(app).await,
+            Cmd::Up { app, detach, http } => up(app, detach, http).await,
+            Cmd::Orchestrate { app, http } => orchestrate(app, http).await,
             Cmd::Status { path, json, events } => status(&path, json, events).await,
             Cmd::Scale { target, path } => scale(&path, &target).await,
             Cmd::Down { path } => down(&path).await,
             Cmd::Services { app, json } => package::print_services(&app, json),
+            Cmd::Build {
+                app,
+                tag,
+                base,
+                dockerfile_only,
+            } => build(&app, tag, base, dockerfile_only),
+            Cmd::Deploy { target } => deploy_cmd(target),
             Cmd::Certs { command } => certs::run(command),
         }
     })
@@ -153,6 +230,9 @@ fn prepare(
             binary.display()
         );
     }
+    let exposed = describe["services"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|s| s["exposed"] == true));
     let state_dir = state_dir(&path);
     if cluster.tls.value && !colony::security::Ca::exists_in(&state_dir) {
         // Every hop is mutual TLS: the cluster needs a CA, so make one the first time.
@@ -178,6 +258,7 @@ fn prepare(
             .unwrap_or_default()
             .to_owned(),
         services,
+        gateway: exposed.then(|| "127.0.0.1:0".to_owned()),
     };
     Ok((app, cluster, settings))
 }
@@ -191,14 +272,15 @@ fn running_orchestrator(state_dir: &Path) -> Option<u32> {
     orchestrator::pid_alive(pid).then_some(pid)
 }
 
-fn healthy(status: &Status) -> bool {
-    status.services.iter().all(|s| {
-        s.instances
-            .iter()
-            .filter(|i| i.state == State::Healthy)
-            .count()
-            >= s.desired as usize
-    })
+fn healthy(status: &Status, gateway: bool) -> bool {
+    (!gateway || status.gateway.is_some())
+        && status.services.iter().all(|s| {
+            s.instances
+                .iter()
+                .filter(|i| i.state == State::Healthy)
+                .count()
+                >= s.desired as usize
+        })
 }
 
 fn progress_line(status: &Status) -> String {
@@ -217,7 +299,7 @@ fn progress_line(status: &Status) -> String {
     format!("{ready}/{total} instances healthy")
 }
 
-async fn up(args: AppArgs, detach: bool) -> anyhow::Result<()> {
+async fn up(args: AppArgs, detach: bool, http: String) -> anyhow::Result<()> {
     let path = args.path.clone();
     let dir = state_dir(&path);
     if let Some(pid) = running_orchestrator(&dir) {
@@ -233,8 +315,10 @@ async fn up(args: AppArgs, detach: bool) -> anyhow::Result<()> {
     } else {
         "building the app (release)"
     });
-    let (app, cluster, settings) = prepare(&args)?;
+    let (mut app, cluster, settings) = prepare(&args)?;
+    app.gateway = app.gateway.map(|_| free_or_any(&http));
     let started = Instant::now();
+    let expect_gateway = app.gateway.is_some();
     if detach {
         std::fs::create_dir_all(&dir)?;
         let log = std::fs::File::create(dir.join("orchestrator.log"))?;
@@ -244,6 +328,8 @@ async fn up(args: AppArgs, detach: bool) -> anyhow::Result<()> {
             .arg(&args.path)
             .arg("--app-binary")
             .arg(&app.binary)
+            .arg("--http")
+            .arg(app.gateway.as_deref().unwrap_or("127.0.0.1:0"))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -261,7 +347,7 @@ async fn up(args: AppArgs, detach: bool) -> anyhow::Result<()> {
                 orchestrator::request(&dir, &Request::Status).await
             {
                 spinner.set_message(progress_line(&status));
-                if healthy(&status) {
+                if healthy(&status, expect_gateway) {
                     break status;
                 }
             }
@@ -286,7 +372,7 @@ async fn up(args: AppArgs, detach: bool) -> anyhow::Result<()> {
     loop {
         let status = orchestrator.status();
         spinner.set_message(progress_line(&status));
-        if healthy(&status) {
+        if healthy(&status, expect_gateway) {
             spinner.finish_and_clear();
             print_table(&status);
             println!(
@@ -307,8 +393,9 @@ async fn up(args: AppArgs, detach: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn orchestrate(args: AppArgs) -> anyhow::Result<()> {
-    let (app, cluster, settings) = prepare(&args)?;
+async fn orchestrate(args: AppArgs, http: String) -> anyhow::Result<()> {
+    let (mut app, cluster, settings) = prepare(&args)?;
+    app.gateway = app.gateway.map(|_| http);
     let orchestrator = Orchestrator::start(app, cluster, settings).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -318,6 +405,14 @@ async fn orchestrate(args: AppArgs) -> anyhow::Result<()> {
     }
     orchestrator.stop().await;
     Ok(())
+}
+
+/// `addr` when it is free now, else any free port: `colony up` never fails on a taken port.
+fn free_or_any(addr: &str) -> String {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => addr.to_owned(),
+        Err(_) => "127.0.0.1:0".to_owned(),
+    }
 }
 
 fn print_table(status: &Status) {
@@ -337,6 +432,9 @@ fn print_table(status: &Status) {
         ]);
     }
     println!("{table}");
+    if let Some(url) = &status.gateway {
+        println!("gateway: {url}  (routes and examples at {url}/, OpenAPI at {url}/openapi.json)");
+    }
 }
 
 fn source(s: settings::Source) -> &'static str {
@@ -462,4 +560,126 @@ async fn down(path: &Path) -> anyhow::Result<()> {
     }
     println!("stopped.");
     Ok(())
+}
+
+/// The app's binary, directory and description, without starting anything.
+fn describe_app(args: &AppArgs) -> anyhow::Result<(PathBuf, PathBuf, serde_json::Value)> {
+    let path = args
+        .path
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", args.path.display()))?;
+    let binary = match &args.app_binary {
+        Some(b) => b
+            .canonicalize()
+            .with_context(|| format!("the app binary {} does not exist", b.display()))?,
+        None => package::build(&path, args.bin.as_deref())?,
+    };
+    let describe = package::describe(&binary)?;
+    Ok((binary, path, describe))
+}
+
+fn app_name(describe: &serde_json::Value, binary: &Path) -> String {
+    describe["app"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            binary
+                .file_stem()
+                .map_or_else(|| "app".to_owned(), |s| s.to_string_lossy().into_owned())
+        })
+}
+
+fn build(
+    args: &AppArgs,
+    tag: Option<String>,
+    base: Option<String>,
+    dockerfile_only: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (binary, _, describe) = describe_app(args)?;
+    let build = image::Build {
+        app: app_name(&describe, &binary),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        fingerprint: describe["fingerprint"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned(),
+        binary,
+        base,
+    };
+    if let Some(dir) = dockerfile_only {
+        std::fs::create_dir_all(&dir)?;
+        image::write_context(&build, &dir)?;
+        println!(
+            "wrote the build context to {} (docker build {0})",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let tag = tag.unwrap_or_else(|| image::default_tag(&build));
+    image::build_image(&build, &tag)?;
+    println!("built {tag}");
+    Ok(())
+}
+
+fn deploy_cmd(target: DeployTarget) -> anyhow::Result<()> {
+    let DeployTarget::K8s {
+        app,
+        namespace,
+        context,
+        image,
+        dry_run,
+        output,
+        platform,
+        load_balancer,
+        prune,
+        wait,
+    } = target;
+    let (binary, path, describe) = describe_app(&app)?;
+    let (cluster, settings) = settings::resolve(&describe, &path, &|k| std::env::var(k).ok())?;
+    let groups = settings::groups(&path)?;
+    let name = app_name(&describe, &binary);
+    let ca = if cluster.tls.value {
+        let dir = state_dir(&path);
+        if !colony::security::Ca::exists_in(&dir) {
+            let ca =
+                colony::security::Ca::generate(&name).context("could not create the cluster CA")?;
+            ca.save(&dir, false)?;
+            eprintln!("created a cluster CA in {}", dir.display());
+        }
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .with_context(|| format!("could not read {}", dir.join(f).display()))
+        };
+        Some((read("ca.pem")?, read("ca.key")?))
+    } else {
+        None
+    };
+    let opts = deploy::Options {
+        namespace: namespace.unwrap_or_else(|| deploy::dns_label(&name)),
+        image: image.unwrap_or_else(|| {
+            format!(
+                "{name}:{}",
+                describe["fingerprint"].as_str().unwrap_or("latest")
+            )
+        }),
+        app: name,
+        platform,
+        load_balancer,
+        ca,
+    };
+    let objects = deploy::manifests(&describe, &settings, &groups, &opts)?;
+    if dry_run {
+        match output {
+            OutputFormat::Yaml => print!("{}", deploy::to_yaml(&objects)?),
+            OutputFormat::Json => println!("{}", deploy::to_json(&objects)?),
+        }
+        return Ok(());
+    }
+    let _ = (context, prune, wait);
+    bail!(
+        "applying to a cluster from colony itself is not built yet; apply the manifests with kubectl, \
+         which uses your kubeconfig:\n  colony deploy k8s {} --dry-run -o yaml | kubectl apply --server-side \
+         --field-manager colony -f -",
+        path.display()
+    )
 }

@@ -22,6 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::settings::{ClusterSettings, ServiceSettings};
 
+/// The pseudo-service under which the HTTP gateway runs.
+pub(crate) const GATEWAY: &str = "@gateway";
+
 /// How long a new instance has to register before it is replaced.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a running instance found after a restart has to register again.
@@ -42,6 +45,8 @@ pub(crate) struct App {
     pub(crate) fingerprint: String,
     /// Services in `describe` order.
     pub(crate) services: Vec<String>,
+    /// Where the HTTP gateway should listen, when the app exposes services.
+    pub(crate) gateway: Option<String>,
 }
 
 /// The state of an instance.
@@ -132,6 +137,9 @@ pub(crate) struct Status {
     pub(crate) control_addr: String,
     pub(crate) heartbeat_ms: u64,
     pub(crate) services: Vec<ServiceStatus>,
+    /// The HTTP gateway's URL, once it is serving.
+    #[serde(default)]
+    pub(crate) gateway: Option<String>,
 }
 
 /// One service in `status`.
@@ -241,7 +249,11 @@ impl Inner {
             .iter()
             .map(|s| (s.clone(), Vec::new()))
             .collect();
-        for inst in self.instances.values() {
+        for inst in self
+            .instances
+            .values()
+            .filter(|i| i.info.service != GATEWAY)
+        {
             if inst.info.state == State::Healthy
                 && let Some(addr) = &inst.info.addr
             {
@@ -311,11 +323,20 @@ impl Inner {
         } else {
             tokio::process::Command::new(&self.app.binary)
         };
-        cmd.arg("serve")
-            .arg("--service")
-            .arg(service)
-            .arg("--listen")
-            .arg("127.0.0.1:0");
+        if service == GATEWAY {
+            let http = self
+                .app
+                .gateway
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:0".to_owned());
+            cmd.arg("gateway").arg("--http").arg(http);
+        } else {
+            cmd.arg("serve")
+                .arg("--service")
+                .arg(service)
+                .arg("--listen")
+                .arg("127.0.0.1:0");
+        }
         if let Some(t) = settings.and_then(|s| s.threads.value) {
             cmd.arg("--threads").arg(t.to_string());
         }
@@ -506,7 +527,7 @@ impl Inner {
         }
 
         // Reconcile counts.
-        let services = self.app.services.clone();
+        let services = self.units();
         for service in &services {
             let desired = if self.stopping {
                 0
@@ -619,8 +640,24 @@ impl Inner {
         }
     }
 
+    /// What the orchestrator keeps running: the services, and the gateway if any.
+    fn units(&self) -> Vec<String> {
+        let mut units = self.app.services.clone();
+        if self.app.gateway.is_some() {
+            units.push(GATEWAY.to_owned());
+        }
+        units
+    }
+
     fn status(&self) -> Status {
+        let gateway = self
+            .instances
+            .values()
+            .find(|i| i.info.service == GATEWAY && i.info.state == State::Healthy)
+            .and_then(|i| i.info.addr.as_ref())
+            .map(|a| format!("http://{a}"));
         Status {
+            gateway,
             orchestrator_pid: std::process::id(),
             control_addr: self.control_addr.clone(),
             heartbeat_ms: self.cluster.heartbeat_ms.value,
@@ -682,6 +719,9 @@ impl Orchestrator {
         )?;
 
         let mut desired = BTreeMap::new();
+        if app.gateway.is_some() {
+            desired.insert(GATEWAY.to_owned(), 1);
+        }
         for service in &app.services {
             let min = settings.get(service).map_or(1, |s| s.min_instances.value);
             let ceiling = settings.get(service).map_or(min, ServiceSettings::ceiling);
@@ -714,7 +754,10 @@ impl Orchestrator {
                 );
                 continue;
             }
-            if !same_build || !app.services.contains(&info.service) {
+            if !same_build
+                || !(app.services.contains(&info.service)
+                    || (info.service == GATEWAY && app.gateway.is_some()))
+            {
                 kill(info.pid, "TERM");
                 inner.event(
                     "replaced",
@@ -867,7 +910,9 @@ impl Orchestrator {
                     };
                 }
                 let before = inner.desired.insert(service.clone(), count).unwrap_or(0);
+                // The autoscaler takes over from the new count, after a full cool-down.
                 inner.last_scaled.insert(service.clone(), Instant::now());
+                inner.below_since.insert(service.clone(), Instant::now());
                 inner.event(
                     "manual_scale",
                     &service,

@@ -94,6 +94,9 @@ struct ColonyToml {
     defaults: ServiceToml,
     #[serde(default)]
     services: BTreeMap<String, ServiceToml>,
+    /// Service groups: services that share one pod on Kubernetes.
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +149,20 @@ pub(crate) fn parse_ms(field: &str, s: &str) -> anyhow::Result<u64> {
         bail!("{field}: `{s}` must be at least 1ms");
     }
     Ok(ms as u64)
+}
+
+/// The service groups of `colony.toml` in `dir`: on Kubernetes each becomes one pod that
+/// hosts all of its services.
+pub(crate) fn groups(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let path = dir.join("colony.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(toml::from_str::<ColonyToml>(&text)
+            .map_err(|e| {
+                anyhow::anyhow!("{} is malformed: {}", path.display(), e.to_string().trim())
+            })?
+            .groups),
+        Err(_) => Ok(BTreeMap::new()),
+    }
 }
 
 /// The name of the environment variable for `setting` of `service`.

@@ -353,7 +353,11 @@ fn a_restarted_orchestrator_re_adopts_its_instances() {
 
 #[test]
 fn bad_input_changes_nothing() {
-    let cluster = Cluster::up("bad", FAST);
+    // A long cool-down, so that the autoscaler leaves the manual count alone.
+    let cluster = Cluster::up(
+        "bad",
+        &FAST.replace("cooldown = \"1s\"", "cooldown = \"10m\""),
+    );
     let dir = cluster.dir.to_str().expect("utf-8").to_owned();
     let scale = |target: &str| cluster.colony(&["scale", target, "--path", &dir]);
 
@@ -450,6 +454,46 @@ fn ten_services_with_two_instances_each() {
         let name = format!("colony_e2e::services::{s}");
         assert_eq!(cluster.instances(&name, "healthy").len(), 2, "{name}");
     }
+    // `colony up` also runs the HTTP gateway, in front of the exposed services.
+    let url = cluster.status()["gateway"]
+        .as_str()
+        .expect("a gateway URL")
+        .to_owned();
+    let (status, body) = http_post(
+        &url,
+        "/colony_e2e/services/basic/echo",
+        r#"{"text": "through the gateway"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), r#""through the gateway""#);
     // For the record (not an assertion): how long the whole cluster took to be healthy.
     eprintln!("ten services × 2 instances healthy in {took:?}");
+}
+
+/// A minimal HTTP/1.1 POST: the status code and the body.
+fn http_post(url: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("the gateway accepts");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,499 @@
+//! `colony deploy k8s`: Kubernetes manifests generated from `APP describe`.
+//!
+//! Owns: turning services and their settings into Kubernetes objects — a Deployment, a
+//! headless and a ClusterIP Service, a HorizontalPodAutoscaler and a PodDisruptionBudget per
+//! service (or per service group), the gateway's Deployment, Service and Ingress (or
+//! OpenShift Route), and the Namespace, ServiceAccount, NetworkPolicies and CA Secret they
+//! share. Promises: every name is a valid DNS-1035 label, and two services that would share
+//! one are reported, not merged. Must not touch: a cluster (applying is the caller's job).
+//!
+//! On Kubernetes, Kubernetes does the orchestrator's jobs: scheduling and restarts
+//! (Deployments), health (probes on the instance's `/healthz`), autoscaling (the HPA) and
+//! discovery (instances resolve each service's headless Service, `COLONY_DISCOVERY=kubernetes`).
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use serde_json::{Value, json};
+
+use crate::settings::ServiceSettings;
+
+/// The port instances accept calls on.
+pub(crate) const CALL_PORT: u16 = 7700;
+/// The port of an instance's metrics and health endpoints.
+pub(crate) const METRICS_PORT: u16 = 9090;
+/// The gateway's HTTP port.
+pub(crate) const HTTP_PORT: u16 = 8080;
+
+/// Where the app is going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Platform {
+    /// Plain Kubernetes: an Ingress in front of the gateway.
+    Kubernetes,
+    /// OpenShift: a Route in front of the gateway.
+    Openshift,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) app: String,
+    pub(crate) namespace: String,
+    pub(crate) image: String,
+    pub(crate) platform: Platform,
+    pub(crate) load_balancer: bool,
+    /// The cluster CA as (cert PEM, key PEM), shipped as a Secret; `None` for plaintext.
+    pub(crate) ca: Option<(String, String)>,
+}
+
+/// One Deployment: a service, or a group of services in one pod.
+struct Unit {
+    /// DNS-1035 name.
+    name: String,
+    services: Vec<String>,
+    settings: ServiceSettings,
+}
+
+/// A DNS-1035 label for `name`: lower case letters, digits and `-`, starting with a letter,
+/// at most 63 characters (long names keep a hash of the whole to stay unique).
+pub(crate) fn dns_label(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut out = out.trim_matches('-').to_owned();
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "s-");
+    }
+    if out.len() > 63 {
+        let hash = format!("{:08x}", fnv(name) as u32);
+        out.truncate(63 - 9);
+        let trimmed = out.trim_end_matches('-').to_owned();
+        out = format!("{trimmed}-{hash}");
+    }
+    out
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn labels(opts: &Options, component: &str) -> Value {
+    json!({
+        "app.kubernetes.io/name": opts.app,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "colony",
+    })
+}
+
+fn meta(opts: &Options, name: &str, component: &str) -> Value {
+    json!({ "name": name, "namespace": opts.namespace, "labels": labels(opts, component) })
+}
+
+/// Generate every object of the app. `groups` maps a group name to its services.
+pub(crate) fn manifests(
+    describe: &Value,
+    settings: &BTreeMap<String, ServiceSettings>,
+    groups: &BTreeMap<String, Vec<String>>,
+    opts: &Options,
+) -> anyhow::Result<Vec<Value>> {
+    let services: Vec<&Value> = describe["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let names: Vec<String> = services
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+
+    // Units: each group, then each service not in a group.
+    let mut units: Vec<Unit> = Vec::new();
+    let mut grouped: BTreeMap<&str, &str> = BTreeMap::new();
+    for (group, members) in groups {
+        let mut first: Option<ServiceSettings> = None;
+        for m in members {
+            let Some(s) = settings.get(m) else {
+                bail!(
+                    "service group `{group}` names `{m}`, which is not a service of this app; its services are: {}",
+                    names.join(", ")
+                );
+            };
+            if let Some(other) = grouped.insert(m, group) {
+                bail!("service `{m}` is in two groups, `{other}` and `{group}`; put it in one");
+            }
+            first.get_or_insert_with(|| s.clone());
+        }
+        let Some(settings) = first else {
+            bail!("service group `{group}` is empty");
+        };
+        units.push(Unit {
+            name: dns_label(group),
+            services: members.clone(),
+            settings,
+        });
+    }
+    for name in &names {
+        if grouped.contains_key(name.as_str()) {
+            continue;
+        }
+        let Some(s) = settings.get(name) else {
+            continue;
+        };
+        units.push(Unit {
+            name: dns_label(name),
+            services: vec![name.clone()],
+            settings: s.clone(),
+        });
+    }
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for u in &units {
+        let who = u.services.join(",");
+        if u.name == "gateway" {
+            bail!(
+                "`{who}` would be named `gateway`, which the gateway uses; rename it or put it in a group"
+            );
+        }
+        if let Some(other) = seen.insert(u.name.clone(), who.clone()) {
+            bail!(
+                "`{other}` and `{who}` both become the Kubernetes name `{}`; rename one, or put them in a \
+                 service group in colony.toml",
+                u.name
+            );
+        }
+    }
+
+    // Every instance reaches every service through its headless Service.
+    let peers: Vec<String> = units
+        .iter()
+        .flat_map(|u| {
+            u.services.iter().map(move |s| {
+                format!(
+                    "{s}={}-headless.{}.svc.cluster.local:{CALL_PORT}",
+                    u.name, opts.namespace
+                )
+            })
+        })
+        .collect();
+    let peers = peers.join(",");
+
+    let mut out = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": opts.namespace, "labels": labels(opts, "namespace")}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(opts, &opts.app_label(), "instance"), "automountServiceAccountToken": false}),
+    ];
+    if let Some((cert, key)) = &opts.ca {
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(opts, &format!("{}-ca", opts.app_label()), "ca"),
+            "type": "Opaque",
+            "stringData": { "ca.pem": cert, "ca.key": key },
+        }));
+    }
+    for unit in &units {
+        out.extend(unit_objects(unit, opts, &peers));
+    }
+    out.extend(gateway_objects(&services, opts, &peers));
+    out.extend(network_policies(opts));
+    Ok(out)
+}
+
+impl Options {
+    fn app_label(&self) -> String {
+        dns_label(&self.app)
+    }
+}
+
+fn common_env(opts: &Options, peers: &str) -> Vec<Value> {
+    let mut env = vec![
+        json!({"name": "COLONY_APP", "value": opts.app}),
+        json!({"name": "COLONY_DISCOVERY", "value": "kubernetes"}),
+        json!({"name": "COLONY_PEERS", "value": peers}),
+        json!({"name": "COLONY_LOG", "value": "info"}),
+        json!({"name": "COLONY_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+    ];
+    if opts.ca.is_some() {
+        env.push(json!({"name": "COLONY_CA_DIR", "value": "/etc/colony/ca"}));
+    } else {
+        env.push(json!({"name": "COLONY_TLS", "value": "off"}));
+    }
+    env
+}
+
+fn ca_volume(opts: &Options) -> (Vec<Value>, Vec<Value>) {
+    match &opts.ca {
+        Some(_) => (
+            vec![
+                json!({"name": "ca", "secret": {"secretName": format!("{}-ca", opts.app_label()), "defaultMode": 0o400}}),
+            ],
+            vec![json!({"name": "ca", "mountPath": "/etc/colony/ca", "readOnly": true})],
+        ),
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+fn pod_security() -> Value {
+    json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532})
+}
+
+fn container_security() -> Value {
+    json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}})
+}
+
+fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
+    let s = &unit.settings;
+    let component = "instance";
+    let mut selector = labels(opts, component);
+    selector["colony.dev/unit"] = json!(unit.name);
+    let threads = s.threads.value.unwrap_or(1);
+    let mut args = vec![
+        json!("serve"),
+        json!("--service"),
+        json!(unit.services.join(",")),
+        json!("--listen"),
+        json!(format!("0.0.0.0:{CALL_PORT}")),
+        json!("--metrics"),
+        json!(format!("0.0.0.0:{METRICS_PORT}")),
+    ];
+    if let Some(t) = s.threads.value {
+        args.push(json!("--threads"));
+        args.push(json!(t.to_string()));
+    }
+    let probe = |path: &str, period: u32| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period, "failureThreshold": 3});
+    let (volumes, mounts) = ca_volume(opts);
+    let mut pod_spec = json!({
+        "serviceAccountName": opts.app_label(),
+        "automountServiceAccountToken": false,
+        "securityContext": pod_security(),
+        "terminationGracePeriodSeconds": 45,
+        "containers": [{
+            "name": "instance",
+            "image": opts.image,
+            "args": args,
+            "env": common_env(opts, peers),
+            "ports": [
+                {"name": "calls", "containerPort": CALL_PORT},
+                {"name": "metrics", "containerPort": METRICS_PORT},
+            ],
+            "readinessProbe": probe("/healthz", 2),
+            "livenessProbe": probe("/healthz", 10),
+            "resources": {"requests": {"cpu": format!("{}m", threads * 1000), "memory": "64Mi"}},
+            "securityContext": container_security(),
+            "volumeMounts": mounts,
+        }],
+        "volumes": volumes,
+    });
+    if let Some(max) = s.max_per_host.value {
+        // At most `max_per_host` on a node: a skew of `max` against nodes with none.
+        pod_spec["topologySpreadConstraints"] = json!([{
+            "maxSkew": max,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": selector},
+        }]);
+    }
+    let mut template_labels = selector.clone();
+    template_labels["colony.dev/services"] = json!(
+        dns_label(&unit.services.join("-"))
+            .chars()
+            .take(63)
+            .collect::<String>()
+    );
+    let replicas = s.min_instances.value.max(1);
+    let headless = format!("{}-headless", unit.name);
+    vec![
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta(opts, &unit.name, component),
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {"metadata": {"labels": template_labels}, "spec": pod_spec},
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(opts, &headless, component),
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": false,
+                "selector": selector,
+                "ports": [{"name": "calls", "port": CALL_PORT, "targetPort": "calls"}],
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(opts, &unit.name, component),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [
+                    {"name": "calls", "port": CALL_PORT, "targetPort": "calls"},
+                    {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+                ],
+            },
+        }),
+        json!({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": meta(opts, &unit.name, component),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": unit.name},
+                "minReplicas": replicas,
+                "maxReplicas": s.ceiling().max(replicas),
+                // Kubernetes sees CPU, not calls in flight: the high watermark becomes the
+                // CPU utilization to hold, the cool-down the scale-down stabilization window.
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization",
+                    "averageUtilization": ((s.high_watermark.value * 100.0).round() as u32).clamp(1, 100),
+                }}}],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": (s.cooldown_ms.value / 1000).min(3600)}},
+            },
+        }),
+        json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": meta(opts, &unit.name, component),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+        }),
+    ]
+}
+
+fn gateway_objects(services: &[&Value], opts: &Options, peers: &str) -> Vec<Value> {
+    let exposed = services.iter().any(|s| s["exposed"] == true);
+    let component = "gateway";
+    let selector = labels(opts, component);
+    let (volumes, mounts) = ca_volume(opts);
+    let mut out = vec![
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta(opts, "gateway", component),
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": selector},
+                "template": {"metadata": {"labels": selector}, "spec": {
+                    "serviceAccountName": opts.app_label(),
+                    "automountServiceAccountToken": false,
+                    "securityContext": pod_security(),
+                    "containers": [{
+                        "name": "gateway",
+                        "image": opts.image,
+                        "args": ["gateway", "--http", format!("0.0.0.0:{HTTP_PORT}")],
+                        "env": common_env(opts, peers),
+                        "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+                        "readinessProbe": {"httpGet": {"path": "/openapi.json", "port": "http"}, "periodSeconds": 5},
+                        "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
+                        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}},
+                        "securityContext": container_security(),
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
+                }},
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(opts, "gateway", component),
+            "spec": {
+                "type": if opts.load_balancer { "LoadBalancer" } else { "ClusterIP" },
+                "selector": selector,
+                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            },
+        }),
+    ];
+    if exposed {
+        out.push(match opts.platform {
+            Platform::Kubernetes => json!({
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "metadata": meta(opts, "gateway", component),
+                "spec": {"rules": [{"http": {"paths": [{
+                    "path": "/",
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": "gateway", "port": {"name": "http"}}},
+                }]}}]},
+            }),
+            Platform::Openshift => json!({
+                "apiVersion": "route.openshift.io/v1",
+                "kind": "Route",
+                "metadata": meta(opts, "gateway", component),
+                "spec": {"to": {"kind": "Service", "name": "gateway"}, "port": {"targetPort": "http"}},
+            }),
+        });
+    }
+    out
+}
+
+fn network_policies(opts: &Options) -> Vec<Value> {
+    let app = json!({"app.kubernetes.io/name": opts.app});
+    vec![
+        // Instances: only the app's own pods reach them.
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(opts, &format!("{}-instances", opts.app_label()), "instance"),
+            "spec": {
+                "podSelector": {"matchLabels": labels(opts, "instance")},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": app}}]}],
+            },
+        }),
+        // The gateway: anyone may reach its HTTP port (the ingress controller, a load balancer).
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(opts, &format!("{}-gateway", opts.app_label()), "gateway"),
+            "spec": {
+                "podSelector": {"matchLabels": labels(opts, "gateway")},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"port": HTTP_PORT, "protocol": "TCP"}]}],
+            },
+        }),
+    ]
+}
+
+/// Objects as YAML documents, `---`-separated.
+pub(crate) fn to_yaml(objects: &[Value]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(o)?);
+    }
+    Ok(out)
+}
+
+/// Objects as one JSON `v1/List`.
+pub(crate) fn to_json(objects: &[Value]) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(
+        &json!({"apiVersion": "v1", "kind": "List", "items": objects}),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_dns_labels() {
+        assert_eq!(dns_label("shop::pricing::quote"), "shop-pricing-quote");
+        assert_eq!(dns_label("a::b_c"), "a-b-c");
+        assert_eq!(dns_label("9lives::x"), "s-9lives-x");
+        let long = "a".repeat(100);
+        let l = dns_label(&long);
+        assert!(l.len() <= 63 && l.starts_with('a'));
+        assert_ne!(dns_label(&format!("{long}x")), l);
+    }
+}

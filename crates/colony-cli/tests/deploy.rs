@@ -1,0 +1,275 @@
+//! `colony deploy k8s` and `colony build`: the generated manifests validate against the
+//! official Kubernetes schemas (1.29 and 1.33, with `kubernetes-validate --strict`), a
+//! snapshot pins their content, and `colony build` makes an image on the local Docker engine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const COLONY: &str = env!("CARGO_BIN_EXE_colony");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A workspace binary, built once per name.
+fn binary(package: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = built.get(package) {
+        return p.clone();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args(["build", "-p", package, "--message-format=json"])
+        .current_dir(root())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "{package} builds");
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["kind"][0] == "bin")
+        .filter(|m| {
+            m["manifest_path"]
+                .as_str()
+                .is_some_and(|p| !p.contains("colony-cli"))
+        })
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("an executable");
+    built.insert(package.to_owned(), exe.clone());
+    exe
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("colony-deploy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn deploy(dir: &Path, app: &Path, extra: &[&str], tls_off: bool) -> Output {
+    let mut cmd = Command::new(COLONY);
+    cmd.args(["deploy", "k8s"])
+        .arg(dir)
+        .arg("--app-binary")
+        .arg(app)
+        .arg("--dry-run")
+        .args(extra)
+        .stdin(Stdio::null());
+    if tls_off {
+        cmd.env("COLONY_TLS", "off");
+    } else {
+        cmd.env_remove("COLONY_TLS");
+    }
+    cmd.output().expect("colony runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn validate(file: &Path, version: &str) {
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", version])
+        .arg(file)
+        .output()
+        .expect(
+            "kubernetes-validate is installed (`pip install kubernetes-validate`; .ci/run does it)",
+        );
+    assert!(
+        out.status.success(),
+        "{} against {version}:\n{}{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn manifests_validate_against_kubernetes_1_29_and_1_33() {
+    for package in ["hello", "colony-e2e"] {
+        let dir = scratch(package);
+        std::fs::write(
+            dir.join("colony.toml"),
+            "[services.\"hello::names::normalize\"]\nmax_per_host = 1\nthreads = 2\n",
+        )
+        .expect("write");
+        if package == "colony-e2e" {
+            std::fs::write(dir.join("colony.toml"), "[groups]\nbasics = [\"colony_e2e::services::basic::echo\", \"colony_e2e::services::basic::add\"]\n")
+                .expect("write");
+        }
+        for (extra, name) in [
+            (&[][..], "k8s"),
+            (
+                &["--platform", "openshift", "--load-balancer"][..],
+                "openshift",
+            ),
+        ] {
+            let out = deploy(&dir, &binary(package), extra, false);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let file = dir.join(format!("{name}.yaml"));
+            std::fs::write(&file, &out.stdout).expect("write");
+            if name == "k8s" {
+                for version in ["1.29.0", "1.33.0"] {
+                    validate(&file, version);
+                }
+            }
+        }
+        // JSON output is one v1 List.
+        let out = deploy(&dir, &binary(package), &["-o", "json"], false);
+        let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(list["kind"], "List");
+        let kinds: Vec<&str> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|i| i["kind"].as_str())
+            .collect();
+        for kind in [
+            "Namespace",
+            "ServiceAccount",
+            "Secret",
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Ingress",
+            "NetworkPolicy",
+        ] {
+            assert!(kinds.contains(&kind), "{package}: no {kind} in {kinds:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn a_snapshot_pins_the_manifests_of_hello() {
+    let dir = scratch("snapshot");
+    std::fs::write(
+        dir.join("colony.toml"),
+        "[services.\"hello::greeter::greet\"]\nmin_instances = 2\nmax_per_host = 1\n",
+    )
+    .expect("write");
+    let out = deploy(&dir, &binary("hello"), &["--image", "hello:test"], true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/hello.yaml");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).expect("write snapshot");
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("the snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
+    assert!(
+        got == want,
+        "the manifests changed; review and run with UPDATE_SNAPSHOTS=1:\n{got}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn colliding_names_and_bad_groups_are_reported() {
+    let dir = scratch("collide");
+    std::fs::write(
+        dir.join("colony.toml"),
+        "[groups]\n\"colony_e2e-services-basic-add\" = [\"colony_e2e::services::basic::echo\"]\n",
+    )
+    .expect("write");
+    let out = deploy(&dir, &binary("colony-e2e"), &[], true);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("both become the Kubernetes name `colony-e2e-services-basic-add`"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(dir.join("colony.toml"), "[groups]\nx = [\"no::such\"]\n").expect("write");
+    let out = deploy(&dir, &binary("colony-e2e"), &[], true);
+    assert!(
+        stderr(&out).contains("not a service of this app"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::remove_file(dir.join("colony.toml")).expect("remove");
+    let out = Command::new(COLONY)
+        .args(["deploy", "k8s"])
+        .arg(&dir)
+        .arg("--app-binary")
+        .arg(binary("colony-e2e"))
+        .env("COLONY_TLS", "off")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--dry-run -o yaml | kubectl apply"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn colony_build_makes_an_image_that_runs() {
+    let dir = scratch("build");
+    let app = binary("hello");
+    // The build context alone, for other builders.
+    let out = Command::new(COLONY)
+        .args(["build"])
+        .arg(&dir)
+        .arg("--app-binary")
+        .arg(&app)
+        .arg("--dockerfile-only")
+        .arg(dir.join("context"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dockerfile = std::fs::read_to_string(dir.join("context/Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("FROM scratch") && dockerfile.contains("USER 65532:65532"),
+        "{dockerfile}"
+    );
+
+    let tag = format!("colony-test-hello:{}", std::process::id());
+    let out = Command::new(COLONY)
+        .args(["build"])
+        .arg(&dir)
+        .arg("--app-binary")
+        .arg(&app)
+        .args(["--tag", &tag])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "colony build: {}", stderr(&out));
+    let run = Command::new("docker")
+        .args(["run", "--rm", &tag, "describe"])
+        .output()
+        .expect("docker runs");
+    let user = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Config.User}} {{index .Config.Labels \"dev.colony.app\"}}",
+            &tag,
+        ])
+        .output()
+        .expect("docker runs");
+    let _ = Command::new("docker")
+        .args(["image", "rm", "-f", &tag])
+        .output();
+    assert_eq!(
+        String::from_utf8_lossy(&user.stdout).trim(),
+        "65532:65532 hello",
+        "runs as non-root, labelled"
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let doc: Value =
+        serde_json::from_slice(&run.stdout).expect("describe JSON from inside the image");
+    assert_eq!(doc["services"].as_array().map(Vec::len), Some(3));
+    let _ = std::fs::remove_dir_all(&dir);
+}
