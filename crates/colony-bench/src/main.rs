@@ -24,8 +24,12 @@
 //!
 //! Every server runs on its own dedicated tokio runtime with one worker thread, and the
 //! client on another one-worker runtime in the same process, so each side of every peer
-//! gets the same CPU budget: one thread. Peers are measured one after another; a server's
-//! runtime is shut down before the next peer starts.
+//! gets the same CPU budget: one thread. By default all these threads are pinned to one
+//! CPU (`--cpus shared`): on a VM, waking a thread on another, idle, virtual CPU costs
+//! tens of microseconds, which would swamp what is measured (see `runtimes`). Peers are
+//! measured one after another, in rounds (each figure is the median over the rounds); a
+//! server's runtime is shut down before the next peer starts. Alongside, the CPU time
+//! each side spends per call at full load is read from `/proc`.
 //!
 //! The output is a table with each figure's ratio to the floor, and the targets of the
 //! issue with PASS or MISS. `BENCHMARKS.md` at the repository root records a run.
@@ -54,8 +58,9 @@ const USAGE: &str = "usage: colony-bench [--quick] [--json] [--only TEXT] [--cpu
   --json         print the figures as a JSON array of {name, p50_us, p99_us, rps}
   --only TEXT    measure only the peers whose name contains TEXT (case-insensitive),
                  e.g. to profile one of them; ratios need the floor
-  --cpus MODE    split (default): the client's thread on one CPU, the servers' on another;
-                 shared: every thread on one CPU; os: no pinning";
+  --cpus MODE    shared (default): every thread pinned to one CPU, so client and server
+                 take turns on it; split: the client's thread on one CPU, the servers'
+                 on another; os: no pinning";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -102,7 +107,7 @@ fn parse_args(
         quick: false,
         json: false,
         only: None,
-        placement: Placement::Split,
+        placement: Placement::Shared,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -161,10 +166,12 @@ fn run_round(
     only: Option<&str>,
     server_cpu: Option<usize>,
 ) -> Result<(Vec<Row>, Option<Colocated>)> {
+    let started = std::time::Instant::now();
     let wanted = |name: &str| {
         let yes = only.is_none_or(|o| name.to_lowercase().contains(o));
         if yes {
-            eprintln!("colony-bench:   measuring {name}…");
+            let at = started.elapsed().as_secs_f64();
+            eprintln!("colony-bench:   measuring {name}… (round time {at:.1} s)");
         }
         yes
     };
@@ -230,7 +237,7 @@ fn row(name: &str, latency: measure::Latency, throughput: measure::Throughput) -
         name: name.to_owned(),
         p50_us: latency.p50_us,
         p99_us: latency.p99_us,
-        rps: throughput.rps,
+        rps: throughput.rps.round(),
         cpu: throughput.cpu,
     }
 }

@@ -7,6 +7,8 @@
 mod certs;
 mod deploy;
 mod image;
+mod logs;
+mod metrics;
 mod orchestrator;
 mod package;
 mod settings;
@@ -149,6 +151,42 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the instances' log lines, merged in time order (kept for crashed ones too).
+    Logs {
+        /// The app's package directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Only this service's lines (a full name, or `module::*`).
+        #[arg(long)]
+        service: Option<String>,
+        /// Only the lines of this trace id (`trace_id` in the lines; `traceresponse` at the gateway).
+        #[arg(long, value_name = "ID")]
+        trace: Option<String>,
+        /// Only the lines of this request id (`x-request-id` at the gateway).
+        #[arg(long, value_name = "ID")]
+        request: Option<String>,
+        /// Only lines at this level or more severe: error, warn, info, debug, trace.
+        #[arg(long, value_parser = logs::parse_level)]
+        level: Option<logs::Level>,
+        /// Only lines from this long ago or later, e.g. `5m`, `2h`.
+        #[arg(long, value_name = "DUR", value_parser = logs::parse_since)]
+        since: Option<Duration>,
+        /// Keep printing lines as the instances write them.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the Prometheus metrics of every instance, labelled by instance.
+    Metrics {
+        /// The app's package directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Add the instances' samples up instead of labelling each.
+        #[arg(long)]
+        sum: bool,
+    },
     /// The cluster CA that mutual TLS between instances relies on.
     Certs {
         #[command(subcommand)]
@@ -188,6 +226,28 @@ fn main() -> anyhow::Result<()> {
             } => build(&app, tag, base, dockerfile_only),
             Cmd::Deploy { target } => deploy_cmd(target),
             Cmd::Certs { command } => certs::run(command),
+            Cmd::Logs {
+                path,
+                service,
+                trace,
+                request,
+                level,
+                since,
+                follow,
+                json,
+            } => {
+                let options = logs::Options {
+                    service,
+                    trace: trace.map(|t| t.trim().to_ascii_lowercase()),
+                    request,
+                    level,
+                    since,
+                    follow,
+                    json,
+                };
+                tokio::task::spawn_blocking(move || logs::run(&path, &options)).await?
+            }
+            Cmd::Metrics { path, sum } => metrics::run(&path, sum).await,
         }
     })
 }

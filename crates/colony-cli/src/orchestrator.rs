@@ -75,6 +75,9 @@ pub(crate) struct InstanceInfo {
     pub(crate) state: State,
     pub(crate) load: LoadSnapshot,
     pub(crate) log: PathBuf,
+    /// Where it serves `/metrics` and `/healthz`, once registered.
+    #[serde(default)]
+    pub(crate) metrics: Option<String>,
 }
 
 struct Instance {
@@ -374,6 +377,7 @@ impl Inner {
             state: State::Starting,
             load: LoadSnapshot::default(),
             log,
+            metrics: None,
         };
         self.instances.insert(
             id.clone(),
@@ -953,6 +957,7 @@ impl Orchestrator {
             }
             if let Some(inst) = inner.instances.get_mut(&id) {
                 inst.info.addr = Some(registration.addr.clone());
+                inst.info.metrics.clone_from(&registration.metrics);
                 inst.info.pid = registration.pid;
                 inst.last_seen = Instant::now();
                 let state = inst.info.state;

@@ -19,7 +19,9 @@ use crate::transport::ConnectionConfig;
 #[command(
     about = "A Colony app: its services run in this process, or as instances that call each other.",
     after_help = "Environment: COLONY_PEERS (NAME=ADDR,...), COLONY_LISTEN, COLONY_THREADS, \
-                  COLONY_MAX_IN_FLIGHT, COLONY_MAX_FRAME, COLONY_LOG (an EnvFilter, e.g. `info,colony=debug`); \
+                  COLONY_MAX_IN_FLIGHT, COLONY_MAX_FRAME, COLONY_LOG (an EnvFilter, e.g. `info,colony=debug`), \
+                  COLONY_LOG_FORMAT (json, text), COLONY_METRICS_ADDR, COLONY_TRACE_SAMPLE (0 to 1); \
+                  tracing: OTEL_EXPORTER_OTLP_ENDPOINT (feature `otlp`), OTEL_TRACES_SAMPLER[_ARG], OTEL_SERVICE_NAME; \
                   security: COLONY_TLS (off), COLONY_CA_DIR (default ./.colony), COLONY_APP, \
                   COLONY_CERT_LIFETIME, COLONY_CERT_RENEW_BEFORE, COLONY_TLS_CERT/KEY/CA, COLONY_CONFIG."
 )]
@@ -73,6 +75,22 @@ struct RunArgs {
     max_in_flight: u64,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+}
+
+/// Where an instance serves its metrics and health.
+#[derive(Args, Debug, Clone)]
+struct MetricsArgs {
+    /// Where to serve `/metrics` (Prometheus) and `/healthz`; port 0 picks a free port,
+    /// `off` serves nothing. The URL is printed on stdout.
+    #[arg(
+        long = "metrics",
+        value_name = "ADDR",
+        env = "COLONY_METRICS_ADDR",
+        default_value = "127.0.0.1:0"
+    )]
+    metrics: String,
 }
 
 #[cfg(feature = "gateway")]
@@ -90,6 +108,8 @@ struct GatewayArgs {
     http: HttpArgs,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +128,8 @@ struct ServeArgs {
     /// How long SIGTERM waits for requests in flight before exiting anyway.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     drain_timeout: Duration,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -159,7 +181,7 @@ pub fn main() -> Result<()> {
         argv.insert(1, "run".into());
     }
     let cli = Cli::parse_from(argv);
-    init_logging();
+    let _telemetry = crate::telemetry::init(&process_services(&cli.role));
     match cli.role {
         Role::Describe => {
             let doc = crate::describe::describe();
@@ -182,6 +204,7 @@ pub fn main() -> Result<()> {
                 args.max_in_flight,
                 Duration::from_secs(30),
                 Some(args.http),
+                args.metrics,
             ))
         }
         Role::Serve(args) => {
@@ -193,6 +216,7 @@ pub fn main() -> Result<()> {
                 args.max_in_flight,
                 args.drain_timeout,
                 None,
+                args.metrics,
             ))
         }
         #[cfg(feature = "gateway")]
@@ -201,13 +225,14 @@ pub fn main() -> Result<()> {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COLONY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// What this process runs, for telemetry: the hosted services, or the role.
+fn process_services(role: &Role) -> String {
+    match role {
+        Role::Serve(args) => args.services.join(","),
+        #[cfg(feature = "gateway")]
+        Role::Gateway(_) => crate::security::ROLE_GATEWAY.to_owned(),
+        Role::Run(_) | Role::Call(_) | Role::Describe => String::new(),
+    }
 }
 
 fn max_threads(services: &[String]) -> Option<usize> {
@@ -250,19 +275,22 @@ async fn host_role(
     max_in_flight: u64,
     drain_timeout: Duration,
     http: Option<HttpArgs>,
+    metrics: MetricsArgs,
 ) -> Result<()> {
     let connection = ConnectionConfig {
         max_frame: common.max_frame,
         ..ConnectionConfig::default()
     };
     let transport = crate::security::Transport::for_host(&services)?;
+    let peers = parse_peers(&common)?;
     let router = Router::builder(transport.dialer())
         .hosted(services.iter().cloned())
-        .peers(parse_peers(&common)?)
+        .peers(peers.clone())
         .connection(connection)
         .build()
         .map_err(Error::Usage)?;
     crate::context::set_default_router(router.clone());
+    kubernetes_discovery(&router, &peers)?;
     let config = HostConfig {
         max_in_flight,
         drain_timeout,
@@ -272,7 +300,8 @@ async fn host_role(
     let host = Host::new(&names, router.clone(), config).map_err(Error::Usage)?;
     let listener = transport.listen(&listen, &names).await?;
     let addr = crate::transport::Listener::local_addr(&listener);
-    println!("colony: listening on {addr}");
+    announce(&format!("colony: listening on {addr}"));
+    let metrics = crate::telemetry::spawn_metrics(&metrics.metrics).await?;
     tracing::info!(%addr, services = %names.join(","), instance = crate::identity::instance_id(), "serving");
     // `run` also serves the HTTP gateway, which runs the exposed services right here.
     #[cfg(feature = "gateway")]
@@ -293,6 +322,7 @@ async fn host_role(
             addr: addr.clone(),
             services: services.clone(),
             fingerprint: crate::identity::fingerprint().to_owned(),
+            metrics: metrics.map(|a| a.to_string()),
         };
         crate::discovery::spawn_link(
             orchestrator,
@@ -334,15 +364,76 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
         ..ConnectionConfig::default()
     };
     let router = Router::builder(transport.dialer())
-        .peers(peers)
+        .peers(peers.clone())
         .connection(connection)
         .build()
         .map_err(Error::Usage)?;
     crate::context::set_default_router(router.clone());
+    kubernetes_discovery(&router, &peers)?;
     let config = args.http.config()?;
-    crate::gateway::run(router, &args.http.http, config, shutdown_signal()).await?;
+    let (listener, gateway) = crate::gateway::bind(router.clone(), &args.http.http, config).await?;
+    let metrics = crate::telemetry::spawn_metrics(&args.metrics.metrics).await?;
+    // Under an orchestrator (`colony up`): take membership pushes, and report the URL.
+    let drain = Arc::new(tokio::sync::Notify::new());
+    if let Some(orchestrator) = crate::discovery::OrchestratorConfig::from_env() {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let registration = crate::discovery::Registration {
+            instance: crate::identity::instance_id().to_owned(),
+            pid: std::process::id(),
+            addr,
+            services: Vec::new(),
+            fingerprint: crate::identity::fingerprint().to_owned(),
+            metrics: metrics.map(|a| a.to_string()),
+        };
+        crate::discovery::spawn_link(orchestrator, registration, None, router, drain.clone());
+    }
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = drain.notified() => {}
+        }
+    };
+    crate::gateway::serve(listener, gateway, shutdown).await;
     tracing::info!("gateway drained; exiting");
     Ok(())
+}
+
+/// With `COLONY_DISCOVERY=kubernetes`, keep re-resolving the peers' DNS names (their
+/// headless Services) every `COLONY_DNS_REFRESH` (default 5s).
+fn kubernetes_discovery(router: &Arc<Router>, peers: &[Peer]) -> Result<()> {
+    match std::env::var("COLONY_DISCOVERY").as_deref() {
+        Err(_) | Ok("" | "static") => Ok(()),
+        #[cfg(feature = "kubernetes")]
+        Ok("kubernetes") => {
+            let refresh = std::env::var("COLONY_DNS_REFRESH")
+                .ok()
+                .map(|r| parse_duration(&r).map_err(Error::Usage))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(5));
+            crate::discovery::spawn_kubernetes(router.clone(), peers.to_vec(), refresh)
+                .map_err(Error::Usage)?;
+            Ok(())
+        }
+        Ok(other) => Err(Error::Usage(format!(
+            "COLONY_DISCOVERY={other} is not known here; use `static` (--peer / COLONY_PEERS){}",
+            if cfg!(feature = "kubernetes") {
+                " or `kubernetes`"
+            } else {
+                ", or build colony with its `kubernetes` feature for `kubernetes`"
+            }
+        ))),
+    }
+}
+
+/// Print a machine-readable line (`colony: listening on ADDR`) for whoever started this
+/// process. A closed stdout is not this process's problem: the line is dropped.
+pub(crate) fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 async fn shutdown_signal() {

@@ -346,6 +346,9 @@ impl Router {
     }
 
     /// Call `entry` with an encoded argument tuple, on one of its instances.
+    ///
+    /// The call is a client span: a child of the current context's span, counted in the
+    /// metrics, and a `tracing` span when sampled.
     pub async fn call(
         &self,
         entry: &'static ServiceEntry,
@@ -355,9 +358,35 @@ impl Router {
         let (ctx_deadline, parent, ctx_attempt, request_id) =
             context::with(|c: &CallContext| (c.deadline, c.trace, c.attempt, c.request_id.clone()))
                 .unwrap_or((None, TraceContext::default(), 0, None));
-        let deadline = options
-            .deadline
-            .or(ctx_deadline)
+        let attempt = options.attempt.unwrap_or(ctx_attempt);
+        let mut span =
+            crate::telemetry::CallSpan::client(entry, &parent, attempt, request_id.as_ref());
+        let deadline = options.deadline.or(ctx_deadline);
+        let result = self
+            .send(
+                entry,
+                payload,
+                deadline,
+                attempt,
+                request_id.as_deref(),
+                &mut span,
+            )
+            .await;
+        span.reply(&result);
+        result
+    }
+
+    /// [`Router::call`] inside its span: pick an instance, send, fail over, wait.
+    async fn send(
+        &self,
+        entry: &'static ServiceEntry,
+        payload: &[u8],
+        deadline: Option<Instant>,
+        attempt: u16,
+        request_id: Option<&str>,
+        span: &mut crate::telemetry::CallSpan,
+    ) -> Result<Reply, CallError> {
+        let deadline = deadline
             .unwrap_or_else(|| Instant::now() + entry.options.timeout().unwrap_or(DEFAULT_TIMEOUT));
         let budget = deadline.saturating_duration_since(Instant::now());
         let deadline_exceeded = || CallError::DeadlineExceeded {
@@ -369,13 +398,13 @@ impl Router {
         }
         let header = Header {
             kind: Kind::Request,
-            attempt: options.attempt.unwrap_or(ctx_attempt),
+            attempt,
             service: 0,
             request_id: 0,
             deadline_us: budget.as_micros().clamp(1, u64::MAX as u128) as u64,
-            trace: crate::host::child_trace(&parent),
+            trace: span.trace(),
         };
-        let request_id = request_id.as_deref().unwrap_or("");
+        let request_id = request_id.unwrap_or("");
         let (prefix, request_id) = wire::request_meta(request_id);
         let prefix = &prefix[..wire::request_meta_prefix_len(request_id)];
         let parts: [&[u8]; 3] = [prefix, request_id.as_bytes(), payload];
@@ -385,6 +414,7 @@ impl Router {
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         loop {
             let endpoint = self.pick(entry, &tried)?;
+            span.peer(&endpoint.addr);
             let result = self
                 .call_on(&endpoint, entry, header, &parts, deadline, budget)
                 .await;
@@ -399,6 +429,7 @@ impl Router {
                         && Instant::now() < deadline =>
                 {
                     tracing::debug!(error = %e, "failing over to another instance");
+                    crate::telemetry::metrics::failover(entry.id());
                     tried.push(endpoint);
                     if self.pick(entry, &tried).is_err() {
                         return Err(e);

@@ -54,8 +54,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the instances at `peers` (`NAME=ADDR`, as in `--peer`), over TCP.
+    /// A client of the instances at `peers` (`NAME=ADDR`, as in `--peer`), connecting as
+    /// `APP call` does: mutual TLS with the role `@client`, unless the security settings
+    /// (`COLONY_TLS`, `colony.toml`) turn it off.
     pub fn new(peers: impl IntoIterator<Item = Peer>) -> Result<Client> {
+        let peers: Vec<Peer> = peers.into_iter().collect();
+        let transport = crate::security::Transport::for_caller(&[], &peers)?;
+        let router = Router::builder(transport.dialer())
+            .peers(peers)
+            .build()
+            .map_err(Error::Usage)?;
+        Ok(Client::with_router(router))
+    }
+
+    /// A client of the instances at `peers` over plain TCP, whatever the security
+    /// settings: for tests and clusters that run without TLS.
+    pub fn plaintext(peers: impl IntoIterator<Item = Peer>) -> Result<Client> {
         let router = Router::builder(Arc::new(TcpDialer))
             .peers(peers)
             .build()

@@ -1,6 +1,6 @@
 //! The context a call runs in: its deadline, trace, attempt, and the router its own calls use.
 //!
-//! Owns: the task-local [`CallContext`] and the process-wide default router. Promises: a
+//! Owns: the task-local `CallContext` and the process-wide default router. Promises: a
 //! handler sees the caller's remaining time through [`deadline`] and [`remaining`]; calls it
 //! makes inherit that deadline and trace. Must not touch: sockets or the registry.
 
@@ -21,6 +21,8 @@ pub(crate) struct CallContext {
     pub(crate) attempt: u16,
     /// The id of the outside request this call is part of (`x-request-id` at the gateway).
     pub(crate) request_id: Option<Arc<str>>,
+    /// The service whose handler runs in this context, for the log lines it writes.
+    pub(crate) service: Option<&'static str>,
     /// Where calls made in this context go; `None` means the process default.
     pub(crate) router: Option<Arc<Router>>,
 }

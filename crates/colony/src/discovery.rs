@@ -69,6 +69,9 @@ pub struct Registration {
     pub services: Vec<String>,
     /// Its build fingerprint.
     pub fingerprint: String,
+    /// Where it serves `/metrics` and `/healthz` (`host:port`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// Load as reported in a heartbeat.
@@ -258,6 +261,93 @@ pub async fn write_message<W: tokio::io::AsyncWrite + Unpin, M: Serialize>(
     let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
     line.push(b'\n');
     writer.write_all(&line).await
+}
+
+/// Discovery on Kubernetes: each peer whose address is a DNS name (a service's headless
+/// Service, `shop-pricing-headless.shop.svc.cluster.local:7700`) is resolved to every ready
+/// pod behind it, again every `refresh`, and the router's instances follow as pods come and
+/// go. `COLONY_DNS_SERVER=IP:PORT` picks the DNS server (default: the system's).
+#[cfg(feature = "kubernetes")]
+pub fn spawn_kubernetes(
+    router: Arc<Router>,
+    peers: Vec<crate::call::Peer>,
+    refresh: Duration,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+    let provider = TokioRuntimeProvider::default();
+    let mut builder = match std::env::var("COLONY_DNS_SERVER") {
+        Ok(server) => {
+            let addr: std::net::SocketAddr = server.trim().parse().map_err(|_| {
+                format!("COLONY_DNS_SERVER={server} is not IP:PORT, such as 10.96.0.10:53")
+            })?;
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut ns.connections {
+                c.port = addr.port();
+            }
+            hickory_resolver::Resolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                provider,
+            )
+        }
+        Err(_) => hickory_resolver::Resolver::builder(provider)
+            .map_err(|e| format!("could not read the system's DNS configuration: {e}"))?,
+    };
+    // Pods come and go faster than DNS caches like: ask every time.
+    builder.options_mut().cache_size = 0;
+    // Pods have IPv4 addresses in most clusters: ask for A records, and AAAA only without them.
+    builder.options_mut().ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4thenIpv6;
+    let resolver = builder
+        .build()
+        .map_err(|e| format!("could not build a DNS resolver: {e}"))?;
+    let named: Vec<(crate::call::Peer, String, u16)> = peers
+        .into_iter()
+        .filter_map(|p| {
+            let (host, port) = p.addr.rsplit_once(':')?;
+            let port: u16 = port.parse().ok()?;
+            (host.parse::<std::net::IpAddr>().is_err()).then(|| (p.clone(), host.to_owned(), port))
+        })
+        .collect();
+    Ok(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(refresh);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut failed = false;
+            for (peer, host, port) in &named {
+                let fqdn = format!("{}.", host.trim_end_matches('.'));
+                let addrs: Vec<String> = match resolver.lookup_ip(fqdn.as_str()).await {
+                    Ok(ips) => ips
+                        .iter()
+                        .map(|ip| std::net::SocketAddr::new(ip, *port).to_string())
+                        .collect(),
+                    Err(e) if e.is_no_records_found() => {
+                        tracing::debug!(%host, error = %e, "no DNS records");
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        tracing::debug!(%host, error = %e, "DNS lookup failed; keeping the last instances");
+                        failed = true;
+                        continue;
+                    }
+                };
+                for entry in crate::service::registry()
+                    .iter()
+                    .filter(|e| peer.matches(e.name))
+                {
+                    members
+                        .entry(entry.name.to_owned())
+                        .or_default()
+                        .extend(addrs.iter().cloned());
+                }
+            }
+            if !failed {
+                apply_members(&router, &members);
+            }
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::context::{self, CallContext};
 use crate::error::CallError;
 use crate::service::{self, Outcome, ServiceEntry};
 use crate::transport::{Connection, ConnectionConfig, Handler, Listener};
-use crate::wire::{self, Frame, Header, Hello, Kind, LoadReport, TraceContext};
+use crate::wire::{self, Frame, Header, Hello, Kind, LoadReport};
 
 /// Settings of a [`Host`].
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ impl Host {
                 .map(|e| (e.name.to_owned(), e.id()))
                 .collect(),
         };
-        Ok(Arc::new(Host {
+        let host = Arc::new(Host {
             hosted,
             router,
             config,
@@ -153,7 +153,9 @@ impl Host {
             busy_total: AtomicU64::new(0),
             idle: Notify::new(),
             connections: Mutex::new(Vec::new()),
-        }))
+        });
+        crate::telemetry::metrics::watch_host(Arc::downgrade(&host));
+        Ok(host)
     }
 
     /// The current load.
@@ -228,6 +230,7 @@ impl Host {
 
     fn refuse(&self, conn: &Connection, header: &Header, err: CallError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::metrics::refused(header.service, &err);
         let mut h = Header::new(Kind::Fault, header.request_id);
         h.service = header.service;
         conn.send(&h, &wire::encode_fault(&err));
@@ -297,12 +300,15 @@ impl Host {
             trace: header.trace,
             attempt: header.attempt,
             request_id: (!request_id.is_empty()).then(|| Arc::from(request_id)),
+            service: None,
             router: Some(self.router.clone()),
         };
         let tasks = tasks.clone();
         let host = self.clone();
+        let arrived = std::time::Instant::now();
         tokio::spawn(async move {
             let _guard = guard;
+            crate::telemetry::metrics::queued(header.service, arrived.elapsed());
             let run = run_body(entry, args, ctx);
             let outcome = tokio::select! {
                 outcome = run => Some(outcome),
@@ -356,12 +362,20 @@ impl Drop for InFlight {
     }
 }
 
-/// Run one request's body in its context, under its deadline, catching panics.
+/// Run one request's body in its context, under its deadline, catching panics, as a
+/// server span (a child of the caller's span in `ctx`).
 pub(crate) async fn run_body(
     entry: &'static ServiceEntry,
     args: bytes::Bytes,
-    ctx: CallContext,
+    mut ctx: CallContext,
 ) -> Outcome {
+    let mut span = crate::telemetry::CallSpan::server(entry, &mut ctx);
+    let outcome = span.enter(run_in(entry, args, ctx)).await;
+    span.served(&outcome);
+    outcome
+}
+
+async fn run_in(entry: &'static ServiceEntry, args: bytes::Bytes, ctx: CallContext) -> Outcome {
     let deadline = ctx.deadline;
     let budget = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
     let body = context::scope(ctx, (entry.handle)(args));
@@ -490,15 +504,4 @@ pub async fn serve(
     if abandoned > 0 {
         tracing::warn!(abandoned, "drain timed out with requests still in flight");
     }
-}
-
-/// A trace context for a new span under `parent`, starting a trace when there is none.
-pub(crate) fn child_trace(parent: &TraceContext) -> TraceContext {
-    let mut trace = *parent;
-    if !trace.is_set() {
-        trace.trace_id = fastrand::u128(1..).to_be_bytes();
-        trace.flags = 1;
-    }
-    trace.span_id = fastrand::u64(1..).to_be_bytes();
-    trace
 }

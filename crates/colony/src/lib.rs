@@ -115,6 +115,7 @@ mod identity;
 pub mod retry;
 pub mod security;
 pub mod service;
+pub mod telemetry;
 pub mod testing;
 pub mod transport;
 pub mod wire;

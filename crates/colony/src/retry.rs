@@ -200,6 +200,7 @@ impl Attempts {
             tokio::time::sleep(wait).await;
         }
         self.attempt = next;
+        crate::telemetry::metrics::retry();
         Ok(())
     }
 

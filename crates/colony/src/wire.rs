@@ -46,7 +46,7 @@ pub enum Kind {
     Response = 3,
     /// The service's own error: payload is the postcard-encoded `Err` value.
     Error = 4,
-    /// Colony could not complete the call: payload is a [`Fault`].
+    /// Colony could not complete the call: payload is a [`crate::CallError`].
     Fault = 5,
     /// The caller gave up on `request_id`: empty payload.
     Cancel = 6,

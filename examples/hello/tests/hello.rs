@@ -50,6 +50,8 @@ fn serve(services: &str, peers: &[String]) -> Instance {
     while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
         line.push(byte[0]);
     }
+    // Keep reading, so that later lines (the metrics URL) find an open pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let line = String::from_utf8_lossy(&line).into_owned();
     let addr = line
         .strip_prefix("colony: listening on ")

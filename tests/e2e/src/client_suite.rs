@@ -91,7 +91,7 @@ async fn two_naps() -> (Cluster, Vec<Proxy>, Client) {
         pattern: NAP.to_owned(),
         addr: p.addr.clone(),
     });
-    let client = Client::new(peers).expect("client");
+    let client = Client::plaintext(peers).expect("client");
     (cluster, proxies, client)
 }
 
@@ -166,7 +166,7 @@ async fn the_services_own_errors_are_never_retried() {
         cluster.addresses()[0]
     ))
     .expect("peer");
-    let client = Client::new([peer]).expect("client");
+    let client = Client::plaintext([peer]).expect("client");
     let mut tries = 0;
     let err = client
         .run(|| {

@@ -182,3 +182,38 @@ pub mod load {
         ))
     }
 }
+
+/// A request through three services, each logging a line: for tracing, log collection
+/// and metrics (`crates/colony-cli/tests/observability.rs`).
+///
+/// ```text
+///  HTTP ─► gateway ─► first ─► second ─► third      GET /trail/{word}
+/// ```
+pub mod trail {
+    use colony::{ServiceError, microservice};
+
+    /// Logs, then asks `second`.
+    #[microservice(exposed, http = "GET /trail/{word}", timeout = "10s")]
+    pub async fn first(word: String) -> Result<String, ServiceError> {
+        tracing::info!(%word, "first has the word");
+        second(word).await
+    }
+
+    /// Logs, then asks `third`.
+    #[microservice]
+    pub async fn second(word: String) -> Result<String, ServiceError> {
+        tracing::info!(%word, "second has the word");
+        third(word).await
+    }
+
+    /// Logs, then answers the word in capitals; refuses the word `refuse` with its own
+    /// error (a 400 at the gateway).
+    #[microservice]
+    pub async fn third(word: String) -> Result<String, ServiceError> {
+        tracing::info!(%word, "third has the word");
+        if word == "refuse" {
+            return Err(ServiceError::invalid_argument("third refuses this word"));
+        }
+        Ok(word.to_uppercase())
+    }
+}

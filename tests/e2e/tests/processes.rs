@@ -206,6 +206,8 @@ impl Instance {
         while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
             first.push(byte[0]);
         }
+        // Keep reading, so that later lines (the metrics URL) find an open pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let first = String::from_utf8_lossy(&first).into_owned();
         let addr = first
             .strip_prefix("colony: listening on ")
@@ -441,4 +443,95 @@ fn an_instance_refuses_a_plaintext_caller_and_logs_why() {
     // Still serving callers that belong.
     let out = call("basic::echo", r#"{"text": "fine"}"#, &b.addr, &[]);
     assert_eq!(stdout(&out), "\"fine\"", "{}", stderr(&out));
+}
+
+/// Discovery on Kubernetes, against a real DNS server (dnsmasq) that answers for a headless
+/// Service's name with the address of each "pod": two instances on one port of two
+/// loopback addresses. The caller re-resolves the name and follows the pods as they change.
+#[test]
+fn kubernetes_discovery_follows_the_pods_behind_a_headless_name() {
+    assert!(
+        Command::new("dnsmasq").arg("--version").output().is_ok(),
+        "dnsmasq is installed (apt-get install dnsmasq-base; .ci/run does it)"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let a = Instance::start_on(&format!("127.0.0.2:{port}"), &["work::sleep_ms"], &[], 2);
+    let b = Instance::start_on(&format!("127.0.0.3:{port}"), &["work::sleep_ms"], &[], 2);
+
+    let name = "sleep-headless.test.svc.cluster.local";
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.2 {name}\n127.0.0.3 {name}\n")).expect("hosts");
+    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port();
+    let mut dns = Command::new("dnsmasq")
+        .args([
+            "-k",
+            "--conf-file=/dev/null",
+            "--no-hosts",
+            "--no-resolv",
+            "--bind-interfaces",
+        ])
+        .args(["--listen-address=127.0.0.1", "--pid-file", "--local-ttl=0"])
+        .arg(format!("--port={dns_port}"))
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq starts");
+
+    let mut cmd = Command::new(APP);
+    cmd.args([
+        "serve",
+        "--service",
+        &svc("work::fan_out"),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .args([
+        "--peer",
+        &format!("{}={name}:{port}", svc("work::sleep_ms")),
+    ])
+    .env("COLONY_DISCOVERY", "kubernetes")
+    .env("COLONY_DNS_SERVER", format!("127.0.0.1:{dns_port}"))
+    .env("COLONY_DNS_REFRESH", "100ms");
+    let caller = Instance::start_command(cmd);
+
+    // Both pods serve: calls are balanced over every address behind the name.
+    let out = call("work::fan_out", r#"{"n": 200, "ms": 1}"#, &caller.addr, &[]);
+    assert!(
+        out.status.success(),
+        "{}\ncaller's log:\n{}",
+        stderr(&out),
+        caller.log.try_iter().collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(stdout(&out), "200");
+    a.wait_for_log("sleep started");
+    b.wait_for_log("sleep started");
+
+    // One pod goes away, and with it its DNS record: the caller follows.
+    std::fs::write(&hosts, format!("127.0.0.3 {name}\n")).expect("hosts");
+    let _ = Command::new("kill")
+        .args(["-HUP", &dns.id().to_string()])
+        .status();
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut clean = 0;
+    while clean < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the caller never settled on the remaining pod"
+        );
+        let out = call("work::fan_out", r#"{"n": 50, "ms": 1}"#, &caller.addr, &[]);
+        clean = if out.status.success() { clean + 1 } else { 0 };
+    }
+    let _ = dns.kill();
+    let _ = dns.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

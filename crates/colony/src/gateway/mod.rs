@@ -47,6 +47,11 @@ use route::{Api, Lookup, Target};
 pub const REQUEST_ID: &str = "x-request-id";
 /// The header that carries a request's deadline, as `250ms`, `2s`, `1m`.
 pub const TIMEOUT: &str = "x-colony-timeout";
+/// The W3C header that carries the caller's trace context, continued by the request.
+pub const TRACEPARENT: &str = "traceparent";
+/// The answer's header naming the request's trace and the gateway's span, in
+/// `traceparent` form (W3C Trace Context level 2).
+pub const TRACERESPONSE: &str = "traceresponse";
 /// The longest request id kept; a longer or non-printable one is replaced by a fresh id.
 const MAX_REQUEST_ID: usize = 200;
 
@@ -174,7 +179,19 @@ impl Gateway {
             method = %request.method(),
             path = %request.uri().path(),
         );
-        async move {
+        // The request's trace continues the caller's `traceparent`, or starts here; the
+        // calls it makes are children of its span, and its log lines carry the trace id.
+        let http = crate::telemetry::HttpSpan::start(
+            request
+                .headers()
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok()),
+            request.method().as_str(),
+            request.uri().path(),
+            &request_id,
+        );
+        let ctx = http.context(&request_id);
+        let answer = async move {
             let started = Instant::now();
             let mut response = self.respond(request, &request_id).await;
             let status = response.status();
@@ -187,10 +204,14 @@ impl Gateway {
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID, v);
             }
+            if let Ok(v) = HeaderValue::from_str(&http.traceparent()) {
+                response.headers_mut().insert(TRACERESPONSE, v);
+            }
+            http.finish(status.as_u16());
             response
         }
-        .instrument(span)
-        .await
+        .instrument(span);
+        crate::context::scope(ctx, answer).await
     }
 
     async fn respond<B>(&self, request: Request<B>, request_id: &str) -> HttpResponse
@@ -411,6 +432,7 @@ impl Gateway {
             let ctx = CallContext {
                 deadline: Some(deadline),
                 attempt,
+                trace: crate::context::with(|c| c.trace).unwrap_or_default(),
                 request_id: crate::context::with(|c| c.request_id.clone()).flatten(),
                 router: Some(router.clone()),
                 ..CallContext::default()
@@ -565,7 +587,7 @@ pub async fn bind(
     let local = listener
         .local_addr()
         .map_err(|e| crate::Error::io("the gateway's address is unknown", e))?;
-    println!("colony: gateway on http://{local}");
+    crate::app::announce(&format!("colony: gateway on http://{local}"));
     tracing::info!(addr = %local, routes = gateway.inner.api.routes.len(), "gateway serving");
     Ok((listener, gateway))
 }

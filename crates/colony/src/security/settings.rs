@@ -90,8 +90,10 @@ impl Settings {
     ) -> Result<Settings, SecurityError> {
         let config_path = env("COLONY_CONFIG").map(PathBuf::from);
         let file = match &config_path {
-            Some(path) => parse_file(path, true)?,
-            None => parse_file(Path::new("colony.toml"), false)?,
+            // The orchestrator points every instance at the app's colony.toml, which may not
+            // exist: a missing file means defaults, as in the working directory.
+            Some(path) => parse_file(path)?,
+            None => parse_file(Path::new("colony.toml"))?,
         };
         let where_ = config_path
             .as_ref()
@@ -188,10 +190,10 @@ impl Settings {
     }
 }
 
-fn parse_file(path: &Path, required: bool) -> Result<File, SecurityError> {
+fn parse_file(path: &Path) -> Result<File, SecurityError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(File::default());
         }
         Err(e) => {
@@ -247,8 +249,8 @@ mod tests {
 
     #[test]
     fn defaults_are_mutual_tls_for_a_day() {
-        let s = settings(&[("COLONY_CONFIG", "/nonexistent/colony.toml")]);
-        assert!(s.is_err(), "an explicit config file must exist");
+        let s = settings(&[("COLONY_CONFIG", "/nonexistent/colony.toml")]).expect("defaults");
+        assert_eq!(s.mode, Mode::Mutual);
         let s = settings(&[]).expect("defaults");
         assert_eq!(s.mode, Mode::Mutual);
         assert_eq!(s.lifetime, CertLifetime::default());
