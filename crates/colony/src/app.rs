@@ -403,6 +403,7 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
 
 /// With `COLONY_DISCOVERY=kubernetes`, keep re-resolving the peers' DNS names (their
 /// headless Services) every `COLONY_DNS_REFRESH` (default 5s).
+#[cfg_attr(not(feature = "kubernetes"), allow(unused_variables))]
 fn kubernetes_discovery(router: &Arc<Router>, peers: &[Peer]) -> Result<()> {
     match std::env::var("COLONY_DISCOVERY").as_deref() {
         Err(_) | Ok("" | "static") => Ok(()),

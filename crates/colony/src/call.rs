@@ -386,9 +386,11 @@ impl Router {
         request_id: Option<&str>,
         span: &mut crate::telemetry::CallSpan,
     ) -> Result<Reply, CallError> {
-        let deadline = deadline
-            .unwrap_or_else(|| Instant::now() + entry.options.timeout().unwrap_or(DEFAULT_TIMEOUT));
-        let budget = deadline.saturating_duration_since(Instant::now());
+        // One clock read for the span, the deadline and the budget.
+        let now = span.started();
+        let deadline =
+            deadline.unwrap_or_else(|| now + entry.options.timeout().unwrap_or(DEFAULT_TIMEOUT));
+        let budget = deadline.saturating_duration_since(now);
         let deadline_exceeded = || CallError::DeadlineExceeded {
             service: entry.name.to_owned(),
             budget,

@@ -294,9 +294,10 @@ impl Host {
         };
         let (cancel_tx, cancel_rx) = oneshot::channel();
         lock(&tasks.running).insert(header.request_id, cancel_tx);
+        let arrived = std::time::Instant::now();
         let ctx = CallContext {
             deadline: (header.deadline_us > 0)
-                .then(|| std::time::Instant::now() + Duration::from_micros(header.deadline_us)),
+                .then(|| arrived + Duration::from_micros(header.deadline_us)),
             trace: header.trace,
             attempt: header.attempt,
             request_id: (!request_id.is_empty()).then(|| Arc::from(request_id)),
@@ -305,11 +306,9 @@ impl Host {
         };
         let tasks = tasks.clone();
         let host = self.clone();
-        let arrived = std::time::Instant::now();
         tokio::spawn(async move {
             let _guard = guard;
-            crate::telemetry::metrics::queued(header.service, arrived.elapsed());
-            let run = run_body(entry, args, ctx);
+            let run = serve_body(entry, args, ctx, Some(arrived));
             let outcome = tokio::select! {
                 outcome = run => Some(outcome),
                 _ = cancel_rx => None,
@@ -364,12 +363,27 @@ impl Drop for InFlight {
 
 /// Run one request's body in its context, under its deadline, catching panics, as a
 /// server span (a child of the caller's span in `ctx`).
+#[cfg(feature = "gateway")]
 pub(crate) async fn run_body(
     entry: &'static ServiceEntry,
     args: bytes::Bytes,
+    ctx: CallContext,
+) -> Outcome {
+    serve_body(entry, args, ctx, None).await
+}
+
+/// [`run_body`] for a request that `arrived` at a connection: the wait until now is its
+/// time queued.
+async fn serve_body(
+    entry: &'static ServiceEntry,
+    args: bytes::Bytes,
     mut ctx: CallContext,
+    arrived: Option<std::time::Instant>,
 ) -> Outcome {
     let mut span = crate::telemetry::CallSpan::server(entry, &mut ctx);
+    if let Some(arrived) = arrived {
+        span.queued_since(arrived);
+    }
     let outcome = span.enter(run_in(entry, args, ctx)).await;
     span.served(&outcome);
     outcome

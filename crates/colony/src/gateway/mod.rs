@@ -10,6 +10,8 @@
 //! - every request has an id (`x-request-id`, kept or made up) that reaches every service
 //!   it calls, comes back in the answer, and is in each log line about it; a deadline
 //!   (`x-colony-timeout`, else the service's); and a limit on its body;
+//! - every request is a trace: it continues an incoming W3C `traceparent` or starts one,
+//!   its calls are children of its span, and `traceresponse` names it in the answer;
 //! - a request whose instance died, could not be reached or refused it is re-run whole on
 //!   another instance (see [`crate::retry`]): only here, never by the services' own calls;
 //! - past the limit of requests in flight a request gets 503 at once; a client that sends

@@ -292,7 +292,9 @@ impl CallSpan {
     ) -> CallSpan {
         let trace = child(parent);
         let span = if trace.flags & 1 == 1 {
-            tracing::info_span!(
+            // At debug level: the callee's span (info) is the one a handler's events nest
+            // in; the caller's is for those who look closer, and costs nothing otherwise.
+            tracing::debug_span!(
                 target: "colony::call",
                 "call",
                 service = entry.name,
@@ -389,6 +391,19 @@ impl CallSpan {
     /// This span's trace context.
     pub(crate) fn trace(&self) -> TraceContext {
         self.trace
+    }
+
+    /// When the call started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// A request that arrived at `arrived` starts now: count the wait.
+    pub(crate) fn queued_since(&self, arrived: Instant) {
+        metrics::queued(
+            self.entry.id(),
+            self.started.saturating_duration_since(arrived),
+        );
     }
 
     /// Run `fut` inside this span: entered at each poll, as `tracing`'s `Instrument`
