@@ -264,17 +264,7 @@ fn prepare(
     settings::ClusterSettings,
     std::collections::BTreeMap<String, settings::ServiceSettings>,
 )> {
-    let path = args
-        .path
-        .canonicalize()
-        .with_context(|| format!("{} does not exist", args.path.display()))?;
-    let binary = match &args.app_binary {
-        Some(b) => b
-            .canonicalize()
-            .with_context(|| format!("the app binary {} does not exist", b.display()))?,
-        None => package::build(&path, args.bin.as_deref())?,
-    };
-    let describe = package::describe(&binary)?;
+    let (binary, path, describe) = describe_app(args)?;
     let (cluster, settings) = settings::resolve(&describe, &path, &|k| std::env::var(k).ok())?;
     let services: Vec<String> = describe["services"]
         .as_array()
