@@ -53,7 +53,7 @@ pub async fn invoke<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
 
 async fn invoke_remote<S: Service>(router: Arc<Router>, args: S::Args) -> Result<S::Ok, S::Err> {
     let entry = S::entry();
-    let payload = match postcard::to_stdvec(&args) {
+    let payload = match wire::to_vec(&args) {
         Ok(p) => p,
         Err(e) => {
             return Err(S::Err::from(CallError::BadArguments {
@@ -458,16 +458,21 @@ impl Router {
         };
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = Decrement(&endpoint.in_flight);
-        let conn = tokio::time::timeout_at(deadline.into(), endpoint.connect(self, entry.name))
-            .await
-            .map_err(|_| deadline_exceeded())?
-            .inspect_err(|e| {
-                if matches!(e, CallError::Unreachable { .. }) {
-                    endpoint.record_failure();
-                }
-            })?;
+        let conn = match endpoint.current() {
+            Some(conn) => conn,
+            None => {
+                tokio::time::timeout_at(deadline.into(), endpoint.connect(self, entry.name))
+                    .await
+                    .map_err(|_| deadline_exceeded())?
+                    .inspect_err(|e| {
+                        if matches!(e, CallError::Unreachable { .. }) {
+                            endpoint.record_failure();
+                        }
+                    })?
+            }
+        };
         header.service =
-            conn.remote_service_id(entry.name)
+            conn.remote_id_of(entry.id())
                 .ok_or_else(|| CallError::UnknownService {
                     service: entry.name.to_owned(),
                     peer: format!("{} ({})", conn.peer(), conn.remote_instance()),

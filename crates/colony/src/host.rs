@@ -10,12 +10,15 @@
 //! Must not touch: how calls are routed (the `call` module owns that).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 use crate::call::Router;
 use crate::context::{self, CallContext};
@@ -50,6 +53,9 @@ impl Default for HostConfig {
 pub struct Host {
     /// Hosted services, by id.
     hosted: Vec<bool>,
+    /// Per service id: how many more requests get a task of their own before a first poll
+    /// runs inline again (see [`Host::start`]).
+    spawn_left: Vec<AtomicU32>,
     /// Where the handlers' own calls go.
     router: Arc<Router>,
     config: HostConfig,
@@ -74,7 +80,8 @@ pub struct Host {
 /// The requests being served on one connection, so a cancel or a close can stop them.
 struct ConnectionTasks {
     conn: Connection,
-    running: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Requests whose bodies wait in a task of their own, by request id.
+    running: Mutex<HashMap<u64, AbortHandle>>,
     /// The services (by id) the peer may call, from its authenticated identity; `None`: all.
     permitted: Option<Vec<bool>>,
 }
@@ -140,6 +147,7 @@ impl Host {
                 .collect(),
         };
         let host = Arc::new(Host {
+            spawn_left: hosted.iter().map(|_| AtomicU32::new(0)).collect(),
             hosted,
             router,
             config,
@@ -177,7 +185,11 @@ impl Host {
     }
 
     fn micros(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        self.micros_at(Instant::now())
+    }
+
+    fn micros_at(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
     /// Start draining without waiting: new requests are refused from now on.
@@ -269,11 +281,16 @@ impl Host {
             };
             return self.refuse(conn, &header, err);
         }
+        let arrived = Instant::now();
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         if before == 0 {
-            self.busy_since.store(self.micros(), Ordering::Relaxed);
+            self.busy_since
+                .store(self.micros_at(arrived), Ordering::Relaxed);
         }
-        let guard = InFlight { host: self.clone() };
+        let guard = InFlight {
+            host: self.clone(),
+            ended: None,
+        };
         if before >= self.config.max_in_flight {
             drop(guard);
             let err = CallError::Overloaded {
@@ -292,9 +309,6 @@ impl Host {
                 return self.refuse(conn, &header, err);
             }
         };
-        let (cancel_tx, cancel_rx) = oneshot::channel();
-        lock(&tasks.running).insert(header.request_id, cancel_tx);
-        let arrived = std::time::Instant::now();
         let ctx = CallContext {
             deadline: (header.deadline_us > 0)
                 .then(|| arrived + Duration::from_micros(header.deadline_us)),
@@ -304,37 +318,82 @@ impl Host {
             service: None,
             router: Some(self.router.clone()),
         };
-        let tasks = tasks.clone();
         let host = self.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let run = serve_body(entry, args, ctx, Some(arrived));
-            let outcome = tokio::select! {
-                outcome = run => Some(outcome),
-                _ = cancel_rx => None,
-            };
-            lock(&tasks.running).remove(&header.request_id);
-            let Some(outcome) = outcome else { return };
-            let mut reply = Header::new(Kind::Response, header.request_id);
-            reply.service = header.service;
-            match outcome {
-                Outcome::Ok(bytes) => {
-                    tasks.conn.send(&reply, &bytes);
-                }
-                Outcome::Err(bytes) => {
-                    host.errors.fetch_add(1, Ordering::Relaxed);
-                    reply.kind = Kind::Error;
-                    tasks.conn.send(&reply, &bytes);
-                }
-                Outcome::Fault(err) => {
-                    host.errors.fetch_add(1, Ordering::Relaxed);
-                    reply.kind = Kind::Fault;
-                    tasks.conn.send(&reply, &wire::encode_fault(&err));
-                }
-            }
+        let replies = tasks.clone();
+        let spawn_left = &self.spawn_left[header.service as usize];
+        let inline = spawn_left.load(Ordering::Relaxed) == 0;
+        let mut request: Pin<Box<dyn Future<Output = Instant> + Send>> = Box::pin(async move {
+            let (outcome, ended) = serve_body(entry, args, ctx, Some(arrived), inline).await;
+            guard.end(ended);
+            host.reply(&replies.conn, &header, outcome);
+            ended
         });
+        // Most bodies finish, or reach their first await, in their first poll. Polling it
+        // here, on the connection's reader, saves a task, a wake-up and a queue hop per
+        // request. A body whose first poll takes long would hold up the connection's other
+        // requests (and keep them off other worker threads): its service then gets a task
+        // per request for a while. A body still pending after its first poll moves to a
+        // task of its own; it registers that task's waker at its next poll.
+        if inline {
+            let polled = request
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()));
+            let now = match polled {
+                Poll::Ready(ended) => ended,
+                Poll::Pending => Instant::now(),
+            };
+            if now.saturating_duration_since(arrived) > INLINE_POLL_LIMIT {
+                spawn_left.store(SPAWN_AFTER_SLOW_POLL, Ordering::Relaxed);
+                tracing::debug!(
+                    service = entry.name,
+                    "a first poll took long: running this service's next requests in tasks"
+                );
+            }
+            if polled.is_ready() {
+                return;
+            }
+        } else {
+            spawn_left.fetch_sub(1, Ordering::Relaxed);
+        }
+        let id = header.request_id;
+        let cleanup = tasks.clone();
+        // Held across the spawn, so that the task cannot finish (and unregister) before it
+        // is registered.
+        let mut running = lock(&tasks.running);
+        let handle = tokio::spawn(async move {
+            let _ended = request.await;
+            lock(&cleanup.running).remove(&id);
+        });
+        running.insert(id, handle.abort_handle());
+    }
+
+    /// Send the reply of a request that ran.
+    fn reply(&self, conn: &Connection, header: &Header, outcome: Outcome) {
+        let mut reply = Header::new(Kind::Response, header.request_id);
+        reply.service = header.service;
+        match outcome {
+            Outcome::Ok(bytes) => {
+                conn.send(&reply, &bytes);
+            }
+            Outcome::Err(bytes) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                reply.kind = Kind::Error;
+                conn.send(&reply, &bytes);
+            }
+            Outcome::Fault(err) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                reply.kind = Kind::Fault;
+                conn.send(&reply, &wire::encode_fault(&err));
+            }
+        }
     }
 }
+
+/// A first poll of a request's body that takes longer than this (measured from the
+/// request's arrival) sends its service's next requests to tasks of their own.
+const INLINE_POLL_LIMIT: Duration = Duration::from_micros(200);
+/// How many requests of a service get a task of their own after a slow first poll.
+const SPAWN_AFTER_SLOW_POLL: u32 = 1024;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -343,6 +402,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Counts a request in flight until dropped, even when the request is cancelled.
 struct InFlight {
     host: Arc<Host>,
+    /// When the request ended, if known without reading the clock again.
+    ended: Option<Instant>,
+}
+
+impl InFlight {
+    /// The request ended at `now`.
+    fn end(mut self, now: Instant) {
+        self.ended = Some(now);
+    }
 }
 
 impl Drop for InFlight {
@@ -350,8 +418,9 @@ impl Drop for InFlight {
         let host = &self.host;
         host.completed.fetch_add(1, Ordering::Relaxed);
         if host.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let now = self.ended.unwrap_or_else(Instant::now);
             let busy = host
-                .micros()
+                .micros_at(now)
                 .saturating_sub(host.busy_since.load(Ordering::Relaxed));
             host.busy_total.fetch_add(busy, Ordering::Relaxed);
             if host.draining.load(Ordering::Acquire) {
@@ -369,29 +438,33 @@ pub(crate) async fn run_body(
     args: bytes::Bytes,
     ctx: CallContext,
 ) -> Outcome {
-    serve_body(entry, args, ctx, None).await
+    serve_body(entry, args, ctx, None, false).await.0
 }
 
-/// [`run_body`] for a request that `arrived` at a connection: the wait until now is its
-/// time queued.
+/// [`run_body`] for a request that `arrived` at a connection. A body polled `inline`, as
+/// the request is read, starts at its arrival; any other waited in a queue until now.
+/// Returns the outcome and when it came.
 async fn serve_body(
     entry: &'static ServiceEntry,
     args: bytes::Bytes,
     mut ctx: CallContext,
-    arrived: Option<std::time::Instant>,
-) -> Outcome {
-    let mut span = crate::telemetry::CallSpan::server(entry, &mut ctx);
+    arrived: Option<Instant>,
+    inline: bool,
+) -> (Outcome, Instant) {
+    let started = arrived.filter(|_| inline);
+    let mut span = crate::telemetry::CallSpan::server(entry, &mut ctx, started);
     if let Some(arrived) = arrived {
         span.queued_since(arrived);
     }
     let outcome = span.enter(run_in(entry, args, ctx)).await;
+    let ended = Instant::now();
     span.served(&outcome);
-    outcome
+    span.ended_at(ended);
+    (outcome, ended)
 }
 
 async fn run_in(entry: &'static ServiceEntry, args: bytes::Bytes, ctx: CallContext) -> Outcome {
     let deadline = ctx.deadline;
-    let budget = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
     let body = context::scope(ctx, (entry.handle)(args));
     let body = async move {
         if entry.options.blocking {
@@ -407,15 +480,25 @@ async fn run_in(entry: &'static ServiceEntry, args: bytes::Bytes, ctx: CallConte
                 .unwrap_or_else(|_| Outcome::Fault(panicked(entry, true)))
         }
     };
+    // A body that finishes in its first poll needs no timer: arm one only if it waits.
+    let mut body = std::pin::pin!(body);
+    if let Poll::Ready(outcome) =
+        std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll(cx))).await
+    {
+        return outcome;
+    }
     match deadline {
-        Some(d) => tokio::time::timeout_at(d.into(), body)
-            .await
-            .unwrap_or_else(|_| {
-                Outcome::Fault(CallError::DeadlineExceeded {
-                    service: entry.name.to_owned(),
-                    budget: budget.unwrap_or_default(),
+        Some(d) => {
+            let budget = d.saturating_duration_since(Instant::now());
+            tokio::time::timeout_at(d.into(), body)
+                .await
+                .unwrap_or_else(|_| {
+                    Outcome::Fault(CallError::DeadlineExceeded {
+                        service: entry.name.to_owned(),
+                        budget,
+                    })
                 })
-            }),
+        }
         None => body.await,
     }
 }
@@ -451,8 +534,10 @@ impl Handler for HostHandler {
         match frame.header.kind {
             Kind::Request => self.host.start(tasks, frame),
             Kind::Cancel => {
-                // Dropping the sender wakes the task, which drops the body.
-                lock(&tasks.running).remove(&frame.header.request_id);
+                // A body that finished inline, or already replied, has nothing to stop.
+                if let Some(task) = lock(&tasks.running).remove(&frame.header.request_id) {
+                    task.abort();
+                }
             }
             Kind::Ping => {
                 let load = self.host.load();
@@ -466,7 +551,9 @@ impl Handler for HostHandler {
     fn on_close(&self, _conn: &Connection) {
         if let Some(tasks) = self.tasks.get() {
             // The caller is gone: nobody will read these replies.
-            lock(&tasks.running).clear();
+            for (_, task) in lock(&tasks.running).drain() {
+                task.abort();
+            }
         }
     }
 }

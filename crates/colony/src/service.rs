@@ -269,8 +269,8 @@ where
 /// Encode a typed result into an [`Outcome`].
 pub fn encode_result<S: Service>(result: &Result<S::Ok, S::Err>) -> Outcome {
     let encoded = match result {
-        Ok(v) => postcard::to_stdvec(v).map(Outcome::Ok),
-        Err(e) => postcard::to_stdvec(e).map(Outcome::Err),
+        Ok(v) => crate::wire::to_vec(v).map(Outcome::Ok),
+        Err(e) => crate::wire::to_vec(e).map(Outcome::Err),
     };
     encoded.unwrap_or_else(|e| {
         Outcome::Fault(CallError::Internal {

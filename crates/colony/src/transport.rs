@@ -19,12 +19,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 
 use crate::service::BoxFuture;
 use crate::wire::{self, Decoder, Frame, Header, Hello, Kind, WireError};
@@ -385,14 +385,15 @@ struct Shared {
     identity: Option<PeerIdentity>,
     /// Service name → the peer's id for it, from `remote`.
     remote_ids: HashMap<String, u32>,
+    /// The same by this build's service id (the peer runs the same build, but it may host,
+    /// or be believed to host, only some services).
+    remote_ids_by_local: Vec<Option<u32>>,
     /// Frames waiting for the writer task; appended by anyone, drained in one write.
     out: Mutex<BytesMut>,
     /// Wakes the writer when `out` gains frames.
     out_ready: Notify,
-    /// Parked calls by request id.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-    /// The next request id this side uses.
-    next_id: AtomicU64,
+    /// Parked calls, by the slot their request id names.
+    pending: Mutex<Pending>,
     /// Set once the connection is dead; no frame is sent after it.
     closed: AtomicBool,
     /// Why it closed, for errors of calls that find it closed.
@@ -485,15 +486,21 @@ impl Connection {
         }
 
         let remote_ids = remote.services.iter().cloned().collect();
+        let mut remote_ids_by_local = vec![None; crate::service::registry().len()];
+        for (name, id) in &remote.services {
+            if let Some(entry) = crate::service::find(name) {
+                remote_ids_by_local[entry.id() as usize] = Some(*id);
+            }
+        }
         let shared = Arc::new(Shared {
             peer,
             remote,
             identity,
             remote_ids,
+            remote_ids_by_local,
             out: Mutex::new(BytesMut::with_capacity(16 * 1024)),
             out_ready: Notify::new(),
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            pending: Mutex::new(Pending::default()),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             going_away: AtomicBool::new(false),
@@ -526,6 +533,15 @@ impl Connection {
     /// The peer's id for service `name`, if it hosts it.
     pub fn remote_service_id(&self, name: &str) -> Option<u32> {
         self.shared.remote_ids.get(name).copied()
+    }
+
+    /// The peer's id for the service whose id in this build is `local`, if it hosts it.
+    pub(crate) fn remote_id_of(&self, local: u32) -> Option<u32> {
+        self.shared
+            .remote_ids_by_local
+            .get(local as usize)
+            .copied()
+            .flatten()
     }
 
     /// The names of the services the peer hosts.
@@ -575,10 +591,8 @@ impl Connection {
         parts: &[&[u8]],
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Frame, RequestError> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = lock(&self.shared.pending).park();
         header.request_id = id;
-        let (tx, rx) = oneshot::channel();
-        lock(&self.shared.pending).insert(id, tx);
         let mut guard = Parked {
             conn: self,
             id,
@@ -586,21 +600,21 @@ impl Connection {
         };
         if !self.send_parts(&header, parts) {
             guard.armed = false;
-            lock(&self.shared.pending).remove(&id);
+            lock(&self.shared.pending).abandon(id);
             return Err(RequestError::Closed(self.close_reason()));
         }
+        let wait = std::future::poll_fn(|cx| lock(&self.shared.pending).poll(id, cx));
         let reply = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, rx).await {
+            Some(d) => match tokio::time::timeout_at(d, wait).await {
                 Ok(r) => r,
                 Err(_) => return Err(RequestError::Deadline),
             },
-            None => rx.await,
+            None => wait.await,
         };
         guard.armed = false;
         match reply {
-            Ok(Ok(frame)) => Ok(frame),
-            Ok(Err(reason)) => Err(RequestError::Closed(reason)),
-            Err(_) => Err(RequestError::Closed(self.close_reason())),
+            Ok(frame) => Ok(frame),
+            Err(reason) => Err(RequestError::Closed(reason)),
         }
     }
 
@@ -615,10 +629,8 @@ impl Connection {
             return;
         }
         lock(&self.shared.close_reason).get_or_insert_with(|| reason.to_owned());
-        let parked: Vec<_> = lock(&self.shared.pending).drain().collect();
-        for (_, tx) in parked {
-            let _ = tx.send(Err(reason.to_owned()));
-        }
+        let wakers = lock(&self.shared.pending).fail_all(reason);
+        wakers.into_iter().for_each(Waker::wake);
         self.shared.shutdown.notify_one();
         self.shared.out_ready.notify_one();
     }
@@ -646,11 +658,12 @@ impl Connection {
     }
 
     fn complete(&self, frame: Frame) {
-        let tx = lock(&self.shared.pending).remove(&frame.header.request_id);
-        if let Some(tx) = tx {
-            let _ = tx.send(Ok(frame));
+        let id = frame.header.request_id;
+        // A reply for an unknown id is for a call that was cancelled or timed out: dropped.
+        let waker = lock(&self.shared.pending).complete(id, Ok(frame));
+        if let Some(waker) = waker {
+            waker.wake();
         }
-        // A reply for an unknown id is for a call that was cancelled or timed out: drop it.
     }
 }
 
@@ -673,11 +686,127 @@ struct Parked<'a> {
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let was_parked = lock(&self.conn.shared.pending).remove(&self.id).is_some();
+            let was_parked = lock(&self.conn.shared.pending).abandon(self.id);
             if was_parked {
                 self.conn.send(&Header::new(Kind::Cancel, self.id), &[]);
             }
         }
+    }
+}
+
+/// The calls parked on a connection: a slab of slots, so that parking and completing a
+/// call costs no allocation once the connection has warmed up.
+///
+/// A request id is the slot's index in its low 32 bits and the slot's generation in its
+/// high 32 bits, so that a late reply to an abandoned call never completes the slot's next
+/// call.
+#[derive(Default)]
+struct Pending {
+    slots: Vec<Slot>,
+    /// Indices of free slots.
+    free: Vec<u32>,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    state: SlotState,
+}
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Free,
+    /// A call waits; the waker of its last poll.
+    Waiting(Option<Waker>),
+    /// Its reply came; the call takes it at its next poll.
+    Done(Reply),
+}
+
+impl Pending {
+    /// Take a slot for a new call and return the call's request id.
+    fn park(&mut self) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.state = SlotState::Waiting(None);
+        (u64::from(slot.generation) << 32) | u64::from(index)
+    }
+
+    fn slot(&mut self, id: u64) -> Option<&mut Slot> {
+        let slot = self.slots.get_mut((id & 0xffff_ffff) as usize)?;
+        (u64::from(slot.generation) == id >> 32).then_some(slot)
+    }
+
+    fn release(&mut self, id: u64) {
+        if let Some(slot) = self.slot(id) {
+            slot.state = SlotState::Free;
+            self.free.push((id & 0xffff_ffff) as u32);
+        }
+    }
+
+    /// Poll call `id` for its reply.
+    fn poll(&mut self, id: u64, cx: &mut Context<'_>) -> Poll<Reply> {
+        let Some(slot) = self.slot(id) else {
+            return Poll::Ready(Err("the call was abandoned".to_owned()));
+        };
+        match &mut slot.state {
+            SlotState::Waiting(waker) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            SlotState::Done(_) => {
+                let SlotState::Done(reply) = std::mem::take(&mut slot.state) else {
+                    unreachable!("matched Done above");
+                };
+                self.release(id);
+                Poll::Ready(reply)
+            }
+            SlotState::Free => Poll::Ready(Err("the call was abandoned".to_owned())),
+        }
+    }
+
+    /// Give call `id` its reply; returns the waker to wake once the lock is released.
+    fn complete(&mut self, id: u64, reply: Reply) -> Option<Waker> {
+        let slot = self.slot(id)?;
+        match std::mem::replace(&mut slot.state, SlotState::Done(reply)) {
+            SlotState::Waiting(waker) => waker,
+            other => {
+                // Not waiting (a duplicate reply): leave the slot as it was.
+                slot.state = other;
+                None
+            }
+        }
+    }
+
+    /// Forget call `id` (its caller gave up). Returns whether it was still waiting.
+    fn abandon(&mut self, id: u64) -> bool {
+        let waiting = self
+            .slot(id)
+            .is_some_and(|s| matches!(s.state, SlotState::Waiting(_)));
+        self.release(id);
+        waiting
+    }
+
+    /// Fail every waiting call with `reason`; returns their wakers.
+    fn fail_all(&mut self, reason: &str) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        for slot in &mut self.slots {
+            if let SlotState::Waiting(waker) = &mut slot.state {
+                wakers.extend(waker.take());
+                slot.state = SlotState::Done(Err(reason.to_owned()));
+            }
+        }
+        wakers
     }
 }
 

@@ -537,3 +537,9 @@ mod tests {
         }
     }
 }
+
+/// Encode `value` with postcard into a new buffer. It starts at a size that holds most
+/// messages, so that encoding one rarely grows the buffer on the way.
+pub(crate) fn to_vec<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    postcard::to_extend(value, Vec::with_capacity(128))
+}

@@ -279,6 +279,8 @@ pub(crate) struct CallSpan {
     /// The instance called (client side), kept only for a span or an export.
     peer: Option<String>,
     outcome: Outcome,
+    /// When the call ended, if whoever ended it had just read the clock.
+    ended: Option<Instant>,
 }
 
 impl CallSpan {
@@ -318,12 +320,19 @@ impl CallSpan {
             attempt,
             span,
             request_id,
+            None,
         )
     }
 
     /// A request for `entry` about to run with `ctx`: `ctx` gets this span as its trace
     /// (a child of the caller's span, or a new trace) and `entry` as its service.
-    pub(crate) fn server(entry: &'static ServiceEntry, ctx: &mut CallContext) -> CallSpan {
+    ///
+    /// `started` is when the request started, if the caller has just read the clock.
+    pub(crate) fn server(
+        entry: &'static ServiceEntry,
+        ctx: &mut CallContext,
+        started: Option<Instant>,
+    ) -> CallSpan {
         let parent = ctx.trace;
         let trace = child(&parent);
         ctx.trace = trace;
@@ -352,6 +361,7 @@ impl CallSpan {
             ctx.attempt,
             span,
             ctx.request_id.as_ref(),
+            started,
         )
     }
 
@@ -363,6 +373,7 @@ impl CallSpan {
         attempt: u16,
         span: Span,
         request_id: Option<&Arc<str>>,
+        started: Option<Instant>,
     ) -> CallSpan {
         metrics::started(role, entry.id());
         if !span.is_disabled() {
@@ -380,11 +391,12 @@ impl CallSpan {
             trace,
             parent,
             attempt,
-            started: Instant::now(),
+            started: started.unwrap_or_else(Instant::now),
             span,
             export,
             peer: None,
             outcome: Outcome::Cancelled,
+            ended: None,
         }
     }
 
@@ -436,6 +448,11 @@ impl CallSpan {
         };
     }
 
+    /// The call ended at `now` (saves a clock read when the caller has just made one).
+    pub(crate) fn ended_at(&mut self, now: Instant) {
+        self.ended = Some(now);
+    }
+
     /// How a served request ended.
     pub(crate) fn served(&mut self, outcome: &service::Outcome) {
         self.outcome = match outcome {
@@ -448,7 +465,10 @@ impl CallSpan {
 
 impl Drop for CallSpan {
     fn drop(&mut self) {
-        let elapsed = self.started.elapsed();
+        let elapsed = self
+            .ended
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.started);
         metrics::ended(self.role, self.entry.id(), self.outcome, elapsed);
         if !self.span.is_disabled() {
             let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
