@@ -324,8 +324,10 @@ impl Host {
         let inline = spawn_left.load(Ordering::Relaxed) == 0;
         let mut request: Pin<Box<dyn Future<Output = Instant> + Send>> = Box::pin(async move {
             let (outcome, ended) = serve_body(entry, args, ctx, Some(arrived), inline).await;
-            guard.end(ended);
+            // Queue the reply before the request stops counting as in flight, so that a
+            // drain that waits for zero in flight writes it out.
             host.reply(&replies.conn, &header, outcome);
+            guard.end(ended);
             ended
         });
         // Most bodies finish, or reach their first await, in their first poll. Polling it
