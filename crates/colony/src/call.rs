@@ -460,16 +460,14 @@ impl Router {
         let _in_flight = Decrement(&endpoint.in_flight);
         let conn = match endpoint.current() {
             Some(conn) => conn,
-            None => {
-                tokio::time::timeout_at(deadline.into(), endpoint.connect(self, entry.name))
-                    .await
-                    .map_err(|_| deadline_exceeded())?
-                    .inspect_err(|e| {
-                        if matches!(e, CallError::Unreachable { .. }) {
-                            endpoint.record_failure();
-                        }
-                    })?
-            }
+            None => tokio::time::timeout_at(deadline.into(), endpoint.connect(self, entry.name))
+                .await
+                .map_err(|_| deadline_exceeded())?
+                .inspect_err(|e| {
+                    if matches!(e, CallError::Unreachable { .. }) {
+                        endpoint.record_failure();
+                    }
+                })?,
         };
         header.service =
             conn.remote_id_of(entry.id())

@@ -1,8 +1,9 @@
 //! Hosting services: serving the requests that arrive on connections, and draining.
 //!
 //! Owns: [`Host`] (which services this instance serves, its limit of requests in flight,
-//! its load counters) and [`serve`] (the accept loop). Promises: each request runs as its
-//! own task under the caller's deadline and trace; past the in-flight limit a request is
+//! its load counters) and [`serve`] (the accept loop). Promises: each request runs
+//! concurrently with the others, under the caller's deadline and trace (its body is polled
+//! once as the frame is read, and moves to a task of its own if it waits); past the in-flight limit a request is
 //! refused with `Overloaded` before its body runs; a request for a service its caller may not
 //! call (the connection's [`PeerIdentity`](crate::transport::PeerIdentity)) is refused with
 //! `Forbidden`; a panic in a body becomes an `Internal` error for that one call; draining

@@ -382,6 +382,12 @@ pub(crate) fn decode_fault(payload: &[u8]) -> Result<crate::CallError, WireError
     })
 }
 
+/// Encode `value` with postcard into a new buffer. It starts at a size that holds most
+/// messages, so that encoding one rarely grows the buffer on the way.
+pub(crate) fn to_vec<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    postcard::to_extend(value, Vec::with_capacity(128))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,10 +542,4 @@ mod tests {
             let _ = split_request(&Bytes::from(bytes));
         }
     }
-}
-
-/// Encode `value` with postcard into a new buffer. It starts at a size that holds most
-/// messages, so that encoding one rarely grows the buffer on the way.
-pub(crate) fn to_vec<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
-    postcard::to_extend(value, Vec::with_capacity(128))
 }

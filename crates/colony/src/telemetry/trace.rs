@@ -365,6 +365,10 @@ impl CallSpan {
         )
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "private: the two constructors above are its only callers"
+    )]
     fn start(
         role: Role,
         entry: &'static ServiceEntry,
