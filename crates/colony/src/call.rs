@@ -477,7 +477,7 @@ impl Router {
                     hosted: conn.remote_services().collect::<Vec<_>>().join(", "),
                 })?;
         let frame = conn
-            .request(header, parts, Some(deadline.into()))
+            .request(header, parts, Some(deadline))
             .await
             .map_err(|e| match e {
                 RequestError::Deadline => deadline_exceeded(),

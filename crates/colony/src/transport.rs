@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -394,6 +394,11 @@ struct Shared {
     out_ready: Notify,
     /// Parked calls, by the slot their request id names.
     pending: Mutex<Pending>,
+    /// Wakes the deadline sweeper: a call parked with a deadline earlier than its timer, or
+    /// the connection closed.
+    sweep: Notify,
+    /// Whether the deadline sweeper runs (it starts with the first call that has a deadline).
+    sweeping: AtomicBool,
     /// Set once the connection is dead; no frame is sent after it.
     closed: AtomicBool,
     /// Why it closed, for errors of calls that find it closed.
@@ -501,6 +506,8 @@ impl Connection {
             out: Mutex::new(BytesMut::with_capacity(16 * 1024)),
             out_ready: Notify::new(),
             pending: Mutex::new(Pending::default()),
+            sweep: Notify::new(),
+            sweeping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             going_away: AtomicBool::new(false),
@@ -584,14 +591,18 @@ impl Connection {
 
     /// Send a request and park until its reply, the connection's death, or `deadline`.
     ///
-    /// Dropping the returned future cancels the call: the peer gets a `Cancel` frame.
+    /// Dropping the returned future cancels the call: the peer gets a `Cancel` frame, as it
+    /// does when the deadline passes.
     pub(crate) async fn request(
         &self,
         mut header: Header,
         parts: &[&[u8]],
-        deadline: Option<tokio::time::Instant>,
+        deadline: Option<Instant>,
     ) -> Result<Frame, RequestError> {
-        let id = lock(&self.shared.pending).park();
+        let (id, rearm) = lock(&self.shared.pending).park(deadline);
+        if rearm {
+            self.arm_sweeper();
+        }
         header.request_id = id;
         let mut guard = Parked {
             conn: self,
@@ -603,18 +614,18 @@ impl Connection {
             lock(&self.shared.pending).abandon(id);
             return Err(RequestError::Closed(self.close_reason()));
         }
-        let wait = std::future::poll_fn(|cx| lock(&self.shared.pending).poll(id, cx));
-        let reply = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, wait).await {
-                Ok(r) => r,
-                Err(_) => return Err(RequestError::Deadline),
-            },
-            None => wait.await,
-        };
-        guard.armed = false;
-        match reply {
-            Ok(frame) => Ok(frame),
-            Err(reason) => Err(RequestError::Closed(reason)),
+        let reply = std::future::poll_fn(|cx| lock(&self.shared.pending).poll(id, cx)).await;
+        // A call that ran out of time stays armed: dropping the guard sends `Cancel`.
+        guard.armed = matches!(reply, Err(RequestError::Deadline));
+        reply
+    }
+
+    /// Wake the deadline sweeper, starting it if this is the first deadline it must keep.
+    fn arm_sweeper(&self) {
+        if self.shared.sweeping.swap(true, Ordering::AcqRel) {
+            self.shared.sweep.notify_one();
+        } else {
+            tokio::spawn(sweep_deadlines(self.clone()));
         }
     }
 
@@ -631,6 +642,7 @@ impl Connection {
         lock(&self.shared.close_reason).get_or_insert_with(|| reason.to_owned());
         let wakers = lock(&self.shared.pending).fail_all(reason);
         wakers.into_iter().for_each(Waker::wake);
+        self.shared.sweep.notify_one();
         self.shared.shutdown.notify_one();
         self.shared.out_ready.notify_one();
     }
@@ -700,16 +712,24 @@ impl Drop for Parked<'_> {
 /// A request id is the slot's index in its low 32 bits and the slot's generation in its
 /// high 32 bits, so that a late reply to an abandoned call never completes the slot's next
 /// call.
+///
+/// Deadlines take no timer per call: one sweeper task per connection sleeps until the
+/// earliest deadline it knows of (`next_sweep`), fails the calls whose deadline has passed,
+/// and sleeps again. A call parked with an earlier deadline wakes it to re-arm.
 #[derive(Default)]
 struct Pending {
     slots: Vec<Slot>,
     /// Indices of free slots.
     free: Vec<u32>,
+    /// When the sweeper's timer fires; `None` while it waits for a deadline to keep.
+    next_sweep: Option<Instant>,
 }
 
 #[derive(Default)]
 struct Slot {
     generation: u32,
+    /// When the call runs out of time.
+    deadline: Option<Instant>,
     state: SlotState,
 }
 
@@ -719,13 +739,16 @@ enum SlotState {
     Free,
     /// A call waits; the waker of its last poll.
     Waiting(Option<Waker>),
-    /// Its reply came; the call takes it at its next poll.
+    /// Its reply came (or the connection died); the call takes it at its next poll.
     Done(Reply),
+    /// Its deadline passed with no reply.
+    Expired,
 }
 
 impl Pending {
-    /// Take a slot for a new call and return the call's request id.
-    fn park(&mut self) -> u64 {
+    /// Take a slot for a new call that must end by `deadline`. Returns the call's request
+    /// id, and whether the sweeper must re-arm for this deadline.
+    fn park(&mut self, deadline: Option<Instant>) -> (u64, bool) {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -735,8 +758,21 @@ impl Pending {
         };
         let slot = &mut self.slots[index as usize];
         slot.generation = slot.generation.wrapping_add(1);
+        slot.deadline = deadline;
         slot.state = SlotState::Waiting(None);
-        (u64::from(slot.generation) << 32) | u64::from(index)
+        let id = (u64::from(slot.generation) << 32) | u64::from(index);
+        let rearm = match (deadline, self.next_sweep) {
+            (Some(d), Some(next)) => d < next,
+            (Some(d), None) => {
+                self.next_sweep = Some(d);
+                true
+            }
+            (None, _) => false,
+        };
+        if rearm {
+            self.next_sweep = deadline;
+        }
+        (id, rearm)
     }
 
     fn slot(&mut self, id: u64) -> Option<&mut Slot> {
@@ -745,16 +781,19 @@ impl Pending {
     }
 
     fn release(&mut self, id: u64) {
-        if let Some(slot) = self.slot(id) {
+        if let Some(slot) = self.slot(id)
+            && !matches!(slot.state, SlotState::Free)
+        {
             slot.state = SlotState::Free;
             self.free.push((id & 0xffff_ffff) as u32);
         }
     }
 
     /// Poll call `id` for its reply.
-    fn poll(&mut self, id: u64, cx: &mut Context<'_>) -> Poll<Reply> {
+    fn poll(&mut self, id: u64, cx: &mut Context<'_>) -> Poll<Result<Frame, RequestError>> {
+        let abandoned = || RequestError::Closed("the call was abandoned".to_owned());
         let Some(slot) = self.slot(id) else {
-            return Poll::Ready(Err("the call was abandoned".to_owned()));
+            return Poll::Ready(Err(abandoned()));
         };
         match &mut slot.state {
             SlotState::Waiting(waker) => {
@@ -764,14 +803,16 @@ impl Pending {
                 }
                 Poll::Pending
             }
+            // Left in place, so that the caller's guard sees it and cancels the call.
+            SlotState::Expired => Poll::Ready(Err(RequestError::Deadline)),
             SlotState::Done(_) => {
                 let SlotState::Done(reply) = std::mem::take(&mut slot.state) else {
                     unreachable!("matched Done above");
                 };
                 self.release(id);
-                Poll::Ready(reply)
+                Poll::Ready(reply.map_err(RequestError::Closed))
             }
-            SlotState::Free => Poll::Ready(Err("the call was abandoned".to_owned())),
+            SlotState::Free => Poll::Ready(Err(abandoned())),
         }
     }
 
@@ -781,20 +822,42 @@ impl Pending {
         match std::mem::replace(&mut slot.state, SlotState::Done(reply)) {
             SlotState::Waiting(waker) => waker,
             other => {
-                // Not waiting (a duplicate reply): leave the slot as it was.
+                // Not waiting (a duplicate or late reply): leave the slot as it was.
                 slot.state = other;
                 None
             }
         }
     }
 
-    /// Forget call `id` (its caller gave up). Returns whether it was still waiting.
+    /// Forget call `id` (its caller gave up). Returns whether the peer may still be working
+    /// on it: the call was waiting, or its deadline passed before any reply.
     fn abandon(&mut self, id: u64) -> bool {
-        let waiting = self
+        let working = self
             .slot(id)
-            .is_some_and(|s| matches!(s.state, SlotState::Waiting(_)));
+            .is_some_and(|s| matches!(s.state, SlotState::Waiting(_) | SlotState::Expired));
         self.release(id);
-        waiting
+        working
+    }
+
+    /// Expire the waiting calls whose deadline is not after `now`, and set the next sweep
+    /// to the earliest deadline left. Returns the wakers of the expired calls.
+    fn expire(&mut self, now: Instant) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        let mut next: Option<Instant> = None;
+        for slot in &mut self.slots {
+            let (SlotState::Waiting(waker), Some(deadline)) = (&mut slot.state, slot.deadline)
+            else {
+                continue;
+            };
+            if deadline <= now {
+                wakers.extend(waker.take());
+                slot.state = SlotState::Expired;
+            } else if next.is_none_or(|n| deadline < n) {
+                next = Some(deadline);
+            }
+        }
+        self.next_sweep = next;
+        wakers
     }
 
     /// Fail every waiting call with `reason`; returns their wakers.
@@ -806,7 +869,34 @@ impl Pending {
                 slot.state = SlotState::Done(Err(reason.to_owned()));
             }
         }
+        self.next_sweep = None;
         wakers
+    }
+}
+
+/// Fail the calls on `conn` whose deadline passes, until the connection closes.
+async fn sweep_deadlines(conn: Connection) {
+    let shared = &conn.shared;
+    loop {
+        let woken = shared.sweep.notified();
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let next = lock(&shared.pending).next_sweep;
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = woken => continue,
+                }
+            }
+            None => {
+                woken.await;
+                continue;
+            }
+        }
+        let wakers = lock(&shared.pending).expire(Instant::now());
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -967,5 +1057,155 @@ fn dispatch(conn: &Connection, frame: Frame, handler: &Option<Arc<dyn Handler>>)
             tracing::warn!(peer = %conn.peer(), "closing connection: a second handshake arrived");
             conn.close("the peer sent a second handshake");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that takes requests and never answers; it records the cancels it gets.
+    #[derive(Default)]
+    struct Silent {
+        cancelled: Mutex<Vec<u64>>,
+    }
+
+    impl Handler for Silent {
+        fn on_frame(self: Arc<Self>, _conn: &Connection, frame: Frame) {
+            if frame.header.kind == Kind::Cancel {
+                lock(&self.cancelled).push(frame.header.request_id);
+            }
+        }
+
+        fn on_close(&self, _conn: &Connection) {}
+    }
+
+    fn hello(instance: &str) -> Hello {
+        Hello {
+            protocol: wire::PROTOCOL_VERSION,
+            fingerprint: "test".to_owned(),
+            instance: instance.to_owned(),
+            services: Vec::new(),
+        }
+    }
+
+    async fn pair() -> (Connection, Arc<Silent>) {
+        let net = MemoryNetwork::new();
+        let mut listener = net.bind("silent");
+        let silent = Arc::new(Silent::default());
+        let handler = silent.clone();
+        tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.expect("a dialer");
+            let config = ConnectionConfig::default();
+            let conn = Connection::establish(stream, peer, false, &hello("b"), config, {
+                Some(handler as Arc<dyn Handler>)
+            })
+            .await
+            .expect("handshake");
+            // Keep the accepting side open for the test's lifetime.
+            std::future::pending::<()>().await;
+            drop(conn);
+        });
+        let stream = net.dial("silent", &[]).await.expect("dial");
+        let conn = Connection::establish(
+            stream,
+            "silent".to_owned(),
+            true,
+            &hello("a"),
+            ConnectionConfig::default(),
+            None,
+        )
+        .await
+        .expect("handshake");
+        (conn, silent)
+    }
+
+    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_fails_and_is_cancelled_while_later_ones_wait() {
+        let (conn, silent) = pair().await;
+        let header = Header::new(Kind::Request, 0);
+        // A call with a far deadline parks first, so the sweeper is armed for it; a call
+        // with a near deadline must re-arm it.
+        let far = {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(600);
+                conn.request(header, &[b"far"], Some(deadline)).await
+            })
+        };
+        wait_until("the far call is parked", || {
+            lock(&conn.shared.pending).next_sweep.is_some()
+        })
+        .await;
+        let near_deadline = Some(Instant::now() + Duration::from_millis(50));
+        let near = tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.request(header, &[b"near"], near_deadline),
+        )
+        .await
+        .expect("the sweeper re-armed for the nearer deadline");
+        assert!(matches!(near, Err(RequestError::Deadline)), "{near:?}");
+        assert!(!far.is_finished(), "the far call still waits");
+        wait_until("the peer got a cancel for the near call", || {
+            lock(&silent.cancelled).len() == 1
+        })
+        .await;
+
+        // Dropping a waiting call cancels it too.
+        far.abort();
+        wait_until("the peer got a cancel for the far call", || {
+            lock(&silent.cancelled).len() == 2
+        })
+        .await;
+
+        // A closed connection fails what is parked, with its reason.
+        let parked = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.request(header, &[b"x"], None).await })
+        };
+        wait_until("the call is parked", || {
+            lock(&conn.shared.pending)
+                .slots
+                .iter()
+                .any(|s| matches!(s.state, SlotState::Waiting(_)))
+        })
+        .await;
+        conn.close("closed by the test");
+        let err = parked.await.expect("the task");
+        assert!(
+            matches!(&err, Err(RequestError::Closed(r)) if r == "closed by the test"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_late_reply_never_completes_the_next_call_in_its_slot() {
+        let mut pending = Pending::default();
+        let (first, _) = pending.park(None);
+        assert!(pending.abandon(first));
+        let (second, _) = pending.park(None);
+        assert_eq!(
+            first & 0xffff_ffff,
+            second & 0xffff_ffff,
+            "the slot is reused"
+        );
+        assert_ne!(first, second, "under a new generation");
+        let late = Frame {
+            header: Header::new(Kind::Response, first),
+            payload: bytes::Bytes::new(),
+        };
+        assert!(pending.complete(first, Ok(late)).is_none());
+        assert!(matches!(
+            pending.slot(second).map(|s| &s.state),
+            Some(SlotState::Waiting(_))
+        ));
     }
 }
