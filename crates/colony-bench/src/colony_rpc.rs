@@ -52,7 +52,15 @@ pub(crate) struct ColonyClient {
 impl ColonyClient {
     /// A client whose calls go to the host at `addr`.
     pub(crate) fn remote(addr: &str) -> measure::Result<ColonyClient> {
-        let router = Router::builder(Arc::new(TcpDialer))
+        ColonyClient::remote_with(Arc::new(TcpDialer), addr)
+    }
+
+    /// A client whose calls go to the host at `addr`, through `dialer`.
+    pub(crate) fn remote_with(
+        dialer: Arc<dyn colony::transport::Dialer>,
+        addr: &str,
+    ) -> measure::Result<ColonyClient> {
+        let router = Router::builder(dialer)
             .peer(Peer::parse(&format!("{SERVICE}={addr}"))?)
             .build()?;
         Ok(ColonyClient { router })

@@ -42,6 +42,7 @@ mod measure;
 mod raw_tcp;
 mod report;
 mod runtimes;
+mod variants;
 
 use std::process::ExitCode;
 
@@ -50,7 +51,7 @@ use tokio::runtime::Runtime;
 use crate::colony_rpc::Colocated;
 use crate::measure::{Client, Plan, Result};
 use crate::report::{Report, Row, names};
-use crate::runtimes::{Placement, Server, on, runtime, tokio_listener};
+use crate::runtimes::{Placement, Server, on, runtime, runtime_with, tokio_listener};
 
 const USAGE: &str = "usage: colony-bench [--quick] [--json] [--only TEXT] [--cpus split|shared|os]
 
@@ -72,6 +73,17 @@ struct Options {
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some(variants::SERVE_ECHO) {
+        let cpu = args.nth(1);
+        return match variants::serve_echo_process(cpu.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("colony-bench {}: {e}", variants::SERVE_ECHO);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -229,7 +241,104 @@ fn run_round(
         rows.push(row(names::COLONY_COLOCATED, c.latency, throughput));
         colocated = Some(c);
     }
+    rows.extend(variant_rows(client, plan, &wanted, server_cpu)?);
     Ok((rows, colocated))
+}
+
+/// The rows of [`variants`]: mTLS, tracing, the gateway and the balancer.
+fn variant_rows(
+    client: &Runtime,
+    plan: Plan,
+    wanted: &dyn Fn(&str) -> bool,
+    server_cpu: Option<usize>,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    if wanted(names::COLONY_MTLS) {
+        const THREAD: &str = "bench-colony-tls";
+        let tls = on(client, async { variants::Tls::new() })?;
+        let start = tls.clone();
+        let server = Server::start(THREAD, server_cpu, move || start.start_server())?;
+        let tls_client = tls.client(&server.addr)?;
+        rows.push(peer(
+            client,
+            plan,
+            names::COLONY_MTLS,
+            THREAD,
+            async move { Ok(tls_client) },
+        )?);
+        server.stop();
+    }
+    for (name, tracing) in [
+        (names::TRACING_OFF, variants::Tracing::Off),
+        (names::TRACING_ALL, variants::Tracing::All),
+        (names::TRACING_DEFAULT, variants::Tracing::Default),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        const THREAD: &str = "bench-colony-traced";
+        tracing.apply();
+        let dispatch = variants::log_dispatch();
+        let traced_client = runtime_with(
+            measure::CLIENT_THREAD,
+            client_cpu_of(client),
+            Some(dispatch.clone()),
+        )?;
+        let server =
+            Server::start_with(THREAD, server_cpu, Some(dispatch), colony_rpc::start_server)?;
+        let addr = server.addr.clone();
+        let row = peer(&traced_client, plan, name, THREAD, async move {
+            colony_rpc::ColonyClient::remote(&addr)
+        });
+        server.stop();
+        traced_client.shutdown_timeout(std::time::Duration::from_secs(1));
+        variants::Tracing::Default.apply();
+        rows.push(row?);
+    }
+    if wanted(names::GATEWAY) {
+        const THREAD: &str = "bench-gateway";
+        let echo = variants::EchoProcess::start(server_cpu)?;
+        let echo_addr = echo.addr.clone();
+        let server = Server::start(THREAD, server_cpu, move || {
+            variants::start_gateway(echo_addr)
+        })?;
+        let addr = server.addr.clone();
+        rows.push(peer(client, plan, names::GATEWAY, THREAD, async move {
+            http_json::HttpClient::new(&addr)
+        })?);
+        server.stop();
+        drop(echo);
+    }
+    for (name, instances) in [(names::BALANCE_ONE, 1), (names::BALANCE_TWO, 2)] {
+        if !wanted(name) {
+            continue;
+        }
+        // Each instance on a CPU of its own, where there are enough.
+        let cpus = runtimes::allowed_cpus();
+        let mut servers = Vec::new();
+        for i in 0..instances {
+            let cpu = (!cpus.is_empty()).then(|| cpus[(i + 1) % cpus.len()]);
+            servers.push(Server::start(
+                "bench-colony-busy",
+                cpu,
+                variants::start_busy_server,
+            )?);
+        }
+        let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+        let row = peer(client, plan, name, "bench-colony-busy", async move {
+            variants::BusyClient::new(&addrs)
+        });
+        servers.into_iter().for_each(Server::stop);
+        rows.push(row?);
+    }
+    Ok(rows)
+}
+
+/// The CPU the client runtime's thread is pinned to, if any.
+fn client_cpu_of(client: &Runtime) -> Option<usize> {
+    on(client, async { Ok(runtimes::current_cpu()) })
+        .ok()
+        .flatten()
 }
 
 fn row(name: &str, latency: measure::Latency, throughput: measure::Throughput) -> Row {

@@ -56,6 +56,20 @@ pub(crate) mod names {
     pub(crate) const COLONY_REMOTE: &str = "Colony remote";
     /// Colony in-process.
     pub(crate) const COLONY_COLOCATED: &str = "Colony co-located";
+    /// Colony over mutual TLS.
+    pub(crate) const COLONY_MTLS: &str = "Colony remote mTLS";
+    /// Colony with a subscriber and no trace sampled.
+    pub(crate) const TRACING_OFF: &str = "Colony tracing off";
+    /// Colony with every trace sampled.
+    pub(crate) const TRACING_ALL: &str = "Colony tracing 100%";
+    /// Colony at the default sampling.
+    pub(crate) const TRACING_DEFAULT: &str = "Colony tracing default";
+    /// HTTP/JSON through Colony's gateway to a service in another process.
+    pub(crate) const GATEWAY: &str = "Colony gateway HTTP/JSON";
+    /// The balancer in front of one busy instance.
+    pub(crate) const BALANCE_ONE: &str = "balancer, 1 busy instance";
+    /// The balancer in front of two busy instances.
+    pub(crate) const BALANCE_TWO: &str = "balancer, 2 busy instances";
 }
 
 /// One row per peer, in the order of the first round, each figure the median over the
@@ -273,7 +287,46 @@ impl Report {
                 measured: overhead.map_or_else(unmeasured, |ns| format!("{ns:.1} ns")),
                 pass: overhead.map(|ns| ns < 100.0),
             },
+            self.rps_at_least(names::COLONY_MTLS, names::COLONY_REMOTE, 0.70),
+            self.p50_at_most(names::COLONY_MTLS, names::COLONY_REMOTE, 1.3),
+            self.rps_at_least(names::TRACING_ALL, names::TRACING_OFF, 0.90),
+            self.rps_at_least(names::TRACING_DEFAULT, names::TRACING_OFF, 0.98),
+            self.rps_at_least(names::GATEWAY, names::AXUM, 0.85),
+            self.rps_at_least(names::BALANCE_TWO, names::BALANCE_ONE, 1.5),
         ]
+    }
+
+    /// The target "`row`'s rps@64 is at least `share` of `base`'s".
+    fn rps_at_least(&self, row: &'static str, base: &'static str, share: f64) -> Target {
+        let pair = self.row(row).zip(self.row(base));
+        Target {
+            what: leak(format!("{row} rps@64 ≥ {share}× {base}'s")),
+            measured: pair.map_or_else(
+                || "not measured in this run".to_owned(),
+                |(r, b)| format!("{:.0} vs {:.0}: {:.3}×", r.rps, b.rps, r.rps / b.rps),
+            ),
+            pass: pair.map(|(r, b)| r.rps >= share * b.rps),
+        }
+    }
+
+    /// The target "`row`'s p50 is at most `factor` × `base`'s".
+    fn p50_at_most(&self, row: &'static str, base: &'static str, factor: f64) -> Target {
+        let pair = self.row(row).zip(self.row(base));
+        Target {
+            what: leak(format!("{row} p50 ≤ {factor}× {base}'s")),
+            measured: pair.map_or_else(
+                || "not measured in this run".to_owned(),
+                |(r, b)| {
+                    format!(
+                        "{} µs vs {} µs: {:.2}×",
+                        micros(r.p50_us),
+                        micros(b.p50_us),
+                        r.p50_us / b.p50_us
+                    )
+                },
+            ),
+            pass: pair.map(|(r, b)| r.p50_us <= factor * b.p50_us),
+        }
     }
 }
 
@@ -286,6 +339,11 @@ pub(crate) struct Target {
     pub(crate) measured: String,
     /// Whether it was met; `None` when not measured.
     pub(crate) pass: Option<bool>,
+}
+
+/// A target's words, made once per run.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 /// Microseconds with enough digits for sub-µs figures.

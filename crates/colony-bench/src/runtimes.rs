@@ -72,7 +72,7 @@ impl Placement {
 }
 
 /// The CPUs this process may run on, in order.
-fn allowed_cpus() -> Vec<usize> {
+pub(crate) fn allowed_cpus() -> Vec<usize> {
     match sched_getaffinity(Pid::from_raw(0)) {
         Ok(set) => (0..CpuSet::count())
             .filter(|&c| set.is_set(c).unwrap_or(false))
@@ -94,11 +94,26 @@ fn pin(cpu: usize) {
 
 /// A tokio runtime with one dedicated worker thread named `name`, pinned to `cpu` if any.
 pub(crate) fn runtime(name: &str, cpu: Option<usize>) -> std::io::Result<Runtime> {
+    runtime_with(name, cpu, None)
+}
+
+/// [`runtime`], whose threads have `dispatch` as their `tracing` subscriber, if any.
+pub(crate) fn runtime_with(
+    name: &str,
+    cpu: Option<usize>,
+    dispatch: Option<tracing::Dispatch>,
+) -> std::io::Result<Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(1).thread_name(name).enable_all();
-    if let Some(cpu) = cpu {
-        builder.on_thread_start(move || pin(cpu));
-    }
+    builder.on_thread_start(move || {
+        if let Some(cpu) = cpu {
+            pin(cpu);
+        }
+        if let Some(dispatch) = &dispatch {
+            // The thread's default for as long as it lives: the guard is never dropped.
+            std::mem::forget(tracing::dispatcher::set_default(dispatch));
+        }
+    });
     builder.build()
 }
 
@@ -145,7 +160,21 @@ impl Server {
         S: FnOnce() -> SF + Send + 'static,
         SF: Future<Output = Result<String>> + Send + 'static,
     {
-        let rt = runtime(name, cpu)?;
+        Server::start_with(name, cpu, None, start)
+    }
+
+    /// [`Server::start`], with `dispatch` as the `tracing` subscriber of its thread.
+    pub(crate) fn start_with<S, SF>(
+        name: &str,
+        cpu: Option<usize>,
+        dispatch: Option<tracing::Dispatch>,
+        start: S,
+    ) -> Result<Server>
+    where
+        S: FnOnce() -> SF + Send + 'static,
+        SF: Future<Output = Result<String>> + Send + 'static,
+    {
+        let rt = runtime_with(name, cpu, dispatch)?;
         let addr = on(&rt, async move { start().await })?;
         Ok(Server { rt, addr })
     }
@@ -153,5 +182,15 @@ impl Server {
     /// Stop the server and its runtime.
     pub(crate) fn stop(self) {
         self.rt.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+/// The CPU the calling thread is pinned to, when its affinity names exactly one.
+pub(crate) fn current_cpu() -> Option<usize> {
+    let set = sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let mut on = (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
+    match (on.next(), on.next()) {
+        (Some(cpu), None) => Some(cpu),
+        _ => None,
     }
 }
