@@ -196,5 +196,7 @@ impl Client {
 
 /// A fresh request id: 32 random hex digits.
 pub(crate) fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    let mut id = String::with_capacity(32);
+    crate::telemetry::push_hex(&mut id, &fastrand::u128(..).to_be_bytes());
+    id
 }

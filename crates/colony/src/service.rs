@@ -133,6 +133,9 @@ pub struct ServiceEntry {
     pub json_to_args: fn(serde_json::Value) -> Result<Vec<u8>, String>,
     /// Turn a postcard result payload into JSON (`Ok` when the flag is true, else `Err`).
     pub result_to_json: fn(&[u8], bool) -> Result<serde_json::Value, String>,
+    /// Turn a postcard `Ok` payload straight into JSON text (no `serde_json::Value` on the
+    /// way), for answers on the hot path.
+    pub ok_to_json_bytes: fn(&[u8]) -> Result<Vec<u8>, String>,
     /// JSON schemas of the arguments and results.
     pub schemas: fn(&mut SchemaGenerator) -> Schemas,
     /// The id, found once in the sorted table.
@@ -234,6 +237,7 @@ where
         handle: handle::<S>,
         json_to_args: json_to_args::<S>,
         result_to_json: result_to_json::<S>,
+        ok_to_json_bytes: ok_to_json_bytes::<S>,
         schemas,
         id: OnceLock::new(),
     }
@@ -299,6 +303,15 @@ fn result_to_json<S: Service>(payload: &[u8], ok: bool) -> Result<serde_json::Va
     } else {
         convert::<S::Err>(payload)
     }
+}
+
+fn ok_to_json_bytes<S: Service>(payload: &[u8]) -> Result<Vec<u8>, String> {
+    let v: S::Ok = postcard::from_bytes(payload)
+        .map_err(|e| format!("the reply does not decode as the result type: {e}"))?;
+    let mut out = Vec::with_capacity(payload.len() * 2 + 16);
+    serde_json::to_writer(&mut out, &v)
+        .map_err(|e| format!("the reply cannot be shown as JSON: {e}"))?;
+    Ok(out)
 }
 
 /// Argument tuples that can be read from a JSON object of named arguments.

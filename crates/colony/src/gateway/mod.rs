@@ -11,7 +11,8 @@
 //!   it calls, comes back in the answer, and is in each log line about it; a deadline
 //!   (`x-colony-timeout`, else the service's); and a limit on its body;
 //! - every request is a trace: it continues an incoming W3C `traceparent` or starts one,
-//!   its calls are children of its span, and `traceresponse` names it in the answer;
+//!   its calls are children of its span, and, when the caller sent a `traceparent`,
+//!   `traceresponse` names it in the answer;
 //! - a request whose instance died, could not be reached or refused it is re-run whole on
 //!   another instance (see [`crate::retry`]): only here, never by the services' own calls;
 //! - past the limit of requests in flight a request gets 503 at once; a client that sends
@@ -183,11 +184,15 @@ impl Gateway {
         );
         // The request's trace continues the caller's `traceparent`, or starts here; the
         // calls it makes are children of its span, and its log lines carry the trace id.
+        let traceparent = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        // Only a caller that traces gets `traceresponse`: it is for its tracing system, and
+        // a client with none can find the request's lines by its `x-request-id`.
+        let caller_traces = traceparent.is_some();
         let http = crate::telemetry::HttpSpan::start(
-            request
-                .headers()
-                .get(TRACEPARENT)
-                .and_then(|v| v.to_str().ok()),
+            traceparent,
             request.method().as_str(),
             request.uri().path(),
             &request_id,
@@ -206,7 +211,7 @@ impl Gateway {
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID, v);
             }
-            if let Ok(v) = HeaderValue::from_str(&http.traceparent()) {
+            if caller_traces && let Ok(v) = HeaderValue::from_str(&http.traceparent()) {
                 response.headers_mut().insert(TRACERESPONSE, v);
             }
             http.finish(status.as_u16());
@@ -383,11 +388,8 @@ impl Gateway {
         .await;
         let tries = attempts.number() + 1;
         match reply {
-            Ok(Reply::Ok(bytes)) => match (entry.result_to_json)(&bytes, true) {
-                Ok(value) => {
-                    let json = serde_json::to_vec(&value).unwrap_or_default();
-                    Ok(content(Bytes::from(json), "application/json"))
-                }
+            Ok(Reply::Ok(bytes)) => match (entry.ok_to_json_bytes)(&bytes) {
+                Ok(json) => Ok(content(Bytes::from(json), "application/json")),
                 Err(reason) => {
                     tracing::error!(request_id, service = entry.name, %reason, "the result could not be shown as JSON");
                     Err(Problem::new(

@@ -198,10 +198,34 @@ pub(crate) struct Hex<'a>(pub(crate) &'a [u8]);
 
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        // Trace and span ids are on every log line: one `write_str` per 32 bytes, not a
+        // formatted write per byte.
+        let mut buf = [0u8; 64];
+        for chunk in self.0.chunks(32) {
+            let text = hex_into(chunk, &mut buf);
+            f.write_str(text)?;
         }
         Ok(())
+    }
+}
+
+/// Write `bytes` (at most 32) as lowercase hex into `buf`; returns the text.
+fn hex_into<'a>(bytes: &[u8], buf: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let n = bytes.len().min(32);
+    for (i, b) in bytes[..n].iter().enumerate() {
+        buf[2 * i] = DIGITS[usize::from(b >> 4)];
+        buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(&buf[..2 * n]).unwrap_or_default()
+}
+
+/// Append `bytes` to `out` as lowercase hex.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        out.push_str(hex_into(chunk, &mut buf));
     }
 }
 
@@ -247,12 +271,14 @@ pub fn parse_traceparent(text: &str) -> Option<TraceContext> {
 
 /// Write `trace` as a W3C `traceparent` header value.
 pub fn format_traceparent(trace: &TraceContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        Hex(&trace.trace_id),
-        Hex(&trace.span_id),
-        trace.flags
-    )
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, &trace.trace_id);
+    out.push('-');
+    push_hex(&mut out, &trace.span_id);
+    out.push('-');
+    push_hex(&mut out, &[trace.flags]);
+    out
 }
 
 /// What an exported span needs beyond the metrics: kept only for a sampled call while an
