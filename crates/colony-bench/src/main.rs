@@ -254,7 +254,7 @@ fn variant_rows(
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     if wanted(names::COLONY_MTLS) {
-        const THREAD: &str = "bench-colony-tls";
+        const THREAD: &str = "bench-tls";
         let tls = on(client, async { variants::Tls::new() })?;
         let start = tls.clone();
         let server = Server::start(THREAD, server_cpu, move || start.start_server())?;
@@ -270,13 +270,13 @@ fn variant_rows(
     }
     for (name, tracing) in [
         (names::TRACING_OFF, variants::Tracing::Off),
-        (names::TRACING_ALL, variants::Tracing::All),
         (names::TRACING_DEFAULT, variants::Tracing::Default),
+        (names::TRACING_ALL, variants::Tracing::All),
     ] {
         if !wanted(name) {
             continue;
         }
-        const THREAD: &str = "bench-colony-traced";
+        const THREAD: &str = "bench-traced";
         tracing.apply();
         let dispatch = variants::log_dispatch();
         let traced_client = runtime_with(
@@ -319,13 +319,13 @@ fn variant_rows(
         for i in 0..instances {
             let cpu = (!cpus.is_empty()).then(|| cpus[(i + 1) % cpus.len()]);
             servers.push(Server::start(
-                "bench-colony-busy",
+                "bench-busy",
                 cpu,
                 variants::start_busy_server,
             )?);
         }
         let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
-        let row = peer(client, plan, name, "bench-colony-busy", async move {
+        let row = peer(client, plan, name, "bench-busy", async move {
             variants::BusyClient::new(&addrs)
         });
         servers.into_iter().for_each(Server::stop);
