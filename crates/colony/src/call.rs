@@ -34,7 +34,7 @@ pub async fn invoke<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
             // entered this process; only a call with no deadline at all gets the service's.
             // It becomes the deadline of the calls the body makes, as it would remotely.
             (Some(timeout), None) if tokio::runtime::Handle::try_current().is_ok() => {
-                let run = tokio::time::timeout(timeout, S::run(args));
+                let run = tokio::time::timeout(timeout, run_here::<S>(args));
                 match context::with_timeout(timeout, run).await {
                     Ok(result) => result,
                     Err(_) => Err(S::Err::from(CallError::DeadlineExceeded {
@@ -43,12 +43,80 @@ pub async fn invoke<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
                     })),
                 }
             }
-            _ => S::run(args).await,
+            _ => run_here::<S>(args).await,
         };
     };
     // Boxed so that the (large) remote state machine stays off the stack of co-located
     // call chains, which recurse through `invoke` once per level.
     Box::pin(invoke_remote::<S>(router, args)).await
+}
+
+thread_local! {
+    /// How many co-located calls are being polled, one inside the other, on this thread.
+    static NESTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Co-located calls nested deeper than this on one thread start afresh in a task of their
+/// own, so that a long chain of calls in one process (A calls B calls A …, as `APP run`
+/// hosts every service) cannot overflow the stack.
+const MAX_NESTED: u32 = 48;
+
+/// Run the body of `S` in this process: directly, or, deep in a chain of co-located
+/// calls, in a task of its own under the same context.
+async fn run_here<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
+    let deep = NESTED.with(std::cell::Cell::get) >= MAX_NESTED;
+    if deep && tokio::runtime::Handle::try_current().is_ok() {
+        let body = S::run(args);
+        let ctx = context::with(CallContext::clone);
+        let task = tokio::spawn(async move {
+            match ctx {
+                Some(ctx) => context::scope(ctx, body).await,
+                None => body.await,
+            }
+        });
+        // Dropping the caller drops the call, as it would inline.
+        let mut task = AbortOnDrop(task);
+        return match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(S::Err::from(CallError::Internal {
+                service: S::entry().name.to_owned(),
+                message: "the call was cancelled with its runtime".to_owned(),
+            })),
+        };
+    }
+    Nested(S::run(args)).await
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A co-located call's body, counted in [`NESTED`] while it is polled.
+struct Nested<F: ?Sized>(std::pin::Pin<Box<F>>);
+
+impl<F: Future + ?Sized> Future for Nested<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        struct Leave;
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                NESTED.with(|n| n.set(n.get().saturating_sub(1)));
+            }
+        }
+        NESTED.with(|n| n.set(n.get() + 1));
+        let _leave = Leave;
+        self.0.as_mut().poll(cx)
+    }
 }
 
 async fn invoke_remote<S: Service>(router: Arc<Router>, args: S::Args) -> Result<S::Ok, S::Err> {

@@ -87,24 +87,23 @@ async fn suite(remote: bool) {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_calls_in_one_process() {
+    // No router: every call runs its body here, as under `APP run`, on threads with the
+    // default stack.
+    suite(false).await;
+    // A chain of co-located calls far deeper than a thread's stack could hold if each level
+    // nested inside the last: past a few dozen levels, a call starts afresh in a task.
+    assert_eq!(chain::ping(5_000).await, Ok(5_000));
+}
+
 #[test]
 fn direct_calls_without_a_runtime() {
-    // Co-located calls nest on the stack, one level per call: 200 levels of a debug build
-    // need more than a test thread's 2 MiB.
-    std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_stack_size(64 << 20)
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(suite(false));
-        })
-        .expect("thread")
-        .join()
-        .expect("the suite passes");
+    // A plain unit test: no runtime at all, so the bodies run directly, nested.
+    let outcome = futures_util::FutureExt::now_or_never(async {
+        (basic::add(2, Some(3)).await, chain::ping(20).await)
+    });
+    assert_eq!(outcome, Some((Ok(5), Ok(20))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
