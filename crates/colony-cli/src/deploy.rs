@@ -4,16 +4,21 @@
 //! headless and a ClusterIP Service, a HorizontalPodAutoscaler and a PodDisruptionBudget per
 //! service (or per service group), the gateway's Deployment, Service and Ingress (or
 //! OpenShift Route), and the Namespace, ServiceAccount, NetworkPolicies and CA Secret they
-//! share. Promises: every name is a valid DNS-1035 label, and two services that would share
-//! one are reported, not merged. Must not touch: a cluster (applying is the caller's job).
+//! share; with `--certs cert-manager`, a cert-manager CA Issuer and one Certificate per
+//! Deployment instead of handing the CA key to every pod. Promises: every name is a valid
+//! DNS-1035 label, and two services that would share one are reported, not merged; every
+//! object carries `app.kubernetes.io/name` and `app.kubernetes.io/managed-by: colony`, which
+//! `--prune` selects on. Must not touch: a cluster (`kube_apply` applies the objects).
 //!
 //! On Kubernetes, Kubernetes does the orchestrator's jobs: scheduling and restarts
 //! (Deployments), health (probes on the instance's `/healthz`), autoscaling (the HPA) and
 //! discovery (instances resolve each service's headless Service, `COLONY_DISCOVERY=kubernetes`).
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::settings::ServiceSettings;
@@ -34,6 +39,23 @@ pub(crate) enum Platform {
     Openshift,
 }
 
+/// Who gives each pod its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Certs {
+    /// The cluster CA (certificate and key) as a Secret mounted in every pod; each instance
+    /// issues and renews its own certificate with it.
+    Secret,
+    /// cert-manager issues one certificate per Deployment from a CA Issuer and renews it;
+    /// pods get only their own certificate and key, never the CA key.
+    CertManager,
+}
+
+/// Where pods read their certificate when cert-manager issues it.
+const TLS_DIR: &str = "/etc/colony/tls";
+/// The shortest certificate lifetime and renewal margin cert-manager accepts.
+const CERT_MANAGER_MIN_DURATION: Duration = Duration::from_secs(3600);
+const CERT_MANAGER_MIN_RENEW_BEFORE: Duration = Duration::from_secs(300);
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
@@ -44,6 +66,66 @@ pub(crate) struct Options {
     pub(crate) load_balancer: bool,
     /// The cluster CA as (cert PEM, key PEM), shipped as a Secret; `None` for plaintext.
     pub(crate) ca: Option<(String, String)>,
+    /// Who issues the pods' certificates (with `ca` set).
+    pub(crate) certs: Certs,
+    /// Lifetime and renewal margin of the certificates cert-manager issues.
+    pub(crate) cert_lifetime: (Duration, Duration),
+}
+
+/// The certificate lifetime and renewal margin, as the instances read them:
+/// `COLONY_CERT_LIFETIME` / `COLONY_CERT_RENEW_BEFORE`, else `cert_lifetime` /
+/// `cert_renew_before` in `colony.toml` in `dir`, else 24h and 8h; a lifetime alone renews at
+/// a third of it.
+pub(crate) fn cert_lifetime(
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let path = dir.join("colony.toml");
+    let file: toml::Table = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .with_context(|| format!("{} is not valid TOML", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+    };
+    let read = |var: &str, key: &str| -> anyhow::Result<Option<Duration>> {
+        let (value, source) = match (env(var).filter(|v| !v.is_empty()), file.get(key)) {
+            (Some(v), _) => (v, var.to_owned()),
+            (None, Some(toml::Value::String(v))) => {
+                (v.clone(), format!("`{key}` in {}", path.display()))
+            }
+            (None, Some(other)) => bail!(
+                "`{key}` in {} is a {}; write a duration like \"24h\"",
+                path.display(),
+                other.type_str()
+            ),
+            (None, None) => return Ok(None),
+        };
+        crate::logs::parse_since(&value)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{source}: {e}"))
+    };
+    let lifetime = read("COLONY_CERT_LIFETIME", "cert_lifetime")?;
+    let renew = read("COLONY_CERT_RENEW_BEFORE", "cert_renew_before")?;
+    let default = colony::security::CertLifetime::default();
+    let (lifetime, renew) = match (lifetime, renew) {
+        (None, None) => (default.lifetime(), default.renew_before()),
+        (Some(l), None) => (l, l / 3),
+        (l, Some(r)) => (l.unwrap_or(default.lifetime()), r),
+    };
+    colony::security::CertLifetime::new(lifetime, renew)?;
+    Ok((lifetime, renew))
+}
+
+/// A duration as Go's `time.ParseDuration` reads it: `24h`, `90m`, `45s`.
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
 }
 
 /// One Deployment: a service, or a group of services in one pod.
@@ -184,18 +266,68 @@ pub(crate) fn manifests(
         .collect();
     let peers = peers.join(",");
 
+    let cert_manager = opts.ca.is_some() && opts.certs == Certs::CertManager;
+    if opts.certs == Certs::CertManager && opts.ca.is_none() {
+        bail!(
+            "--certs cert-manager issues certificates for mutual TLS, which is off (COLONY_TLS or \
+             `security` in colony.toml); turn TLS on, or leave out --certs"
+        );
+    }
+    if cert_manager {
+        let (lifetime, renew) = opts.cert_lifetime;
+        if lifetime < CERT_MANAGER_MIN_DURATION || renew < CERT_MANAGER_MIN_RENEW_BEFORE {
+            bail!(
+                "cert-manager issues certificates for at least 1h and renews them at least 5m \
+                 before expiry, but the certificate lifetime is {} with renewal {} before expiry \
+                 (cert_lifetime / cert_renew_before in colony.toml, or COLONY_CERT_LIFETIME / \
+                 COLONY_CERT_RENEW_BEFORE); set for example cert_lifetime = \"24h\", \
+                 cert_renew_before = \"8h\"",
+                go_duration(lifetime),
+                go_duration(renew)
+            );
+        }
+    }
+
     let mut out = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": opts.namespace, "labels": labels(opts, "namespace")}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(opts, &opts.app_label(), "instance"), "automountServiceAccountToken": false}),
     ];
-    if let Some((cert, key)) = &opts.ca {
-        out.push(json!({
+    match &opts.ca {
+        Some((cert, key)) if cert_manager => {
+            // The CA issuer reads a TLS Secret (`tls.crt`, `tls.key`); only cert-manager
+            // mounts it.
+            let ca = format!("{}-ca", opts.app_label());
+            out.push(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": meta(opts, &ca, "ca"),
+                "type": "kubernetes.io/tls",
+                "stringData": { "tls.crt": cert, "tls.key": key },
+            }));
+            out.push(json!({
+                "apiVersion": "cert-manager.io/v1",
+                "kind": "Issuer",
+                "metadata": meta(opts, &ca, "ca"),
+                "spec": {"ca": {"secretName": ca}},
+            }));
+            for unit in &units {
+                out.push(certificate(opts, &unit.name, "instance", &unit.services));
+            }
+            out.push(certificate(
+                opts,
+                "gateway",
+                "gateway",
+                &[colony::security::ROLE_GATEWAY.to_owned()],
+            ));
+        }
+        Some((cert, key)) => out.push(json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": meta(opts, &format!("{}-ca", opts.app_label()), "ca"),
             "type": "Opaque",
             "stringData": { "ca.pem": cert, "ca.key": key },
-        }));
+        })),
+        None => {}
     }
     for unit in &units {
         out.extend(unit_objects(unit, opts, &peers));
@@ -209,6 +341,35 @@ impl Options {
     fn app_label(&self) -> String {
         dns_label(&self.app)
     }
+
+    fn cert_manager(&self) -> bool {
+        self.ca.is_some() && self.certs == Certs::CertManager
+    }
+}
+
+/// The cert-manager Certificate of one Deployment (`name`): one URI SAN per service it
+/// hosts (or role it plays), as `colony::security::spiffe_id` writes them, in the Secret
+/// `NAME-tls` that its pods mount.
+fn certificate(opts: &Options, name: &str, component: &str, identities: &[String]) -> Value {
+    let (lifetime, renew) = opts.cert_lifetime;
+    let uris: Vec<String> = identities
+        .iter()
+        .map(|n| colony::security::spiffe_id(&opts.app, n))
+        .collect();
+    json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": meta(opts, name, component),
+        "spec": {
+            "secretName": format!("{name}-tls"),
+            "issuerRef": {"group": "cert-manager.io", "kind": "Issuer", "name": format!("{}-ca", opts.app_label())},
+            "duration": go_duration(lifetime),
+            "renewBefore": go_duration(renew),
+            "uris": uris,
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "encoding": "PKCS8", "rotationPolicy": "Always"},
+            "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
+        },
+    })
 }
 
 fn common_env(opts: &Options, peers: &str) -> Vec<Value> {
@@ -219,7 +380,13 @@ fn common_env(opts: &Options, peers: &str) -> Vec<Value> {
         json!({"name": "COLONY_LOG", "value": "info"}),
         json!({"name": "COLONY_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
     ];
-    if opts.ca.is_some() {
+    if opts.cert_manager() {
+        // cert-manager rewrites the files in place (the kubelet swaps the Secret's volume
+        // atomically); instances reload them when they change.
+        env.push(json!({"name": "COLONY_TLS_CERT", "value": format!("{TLS_DIR}/tls.crt")}));
+        env.push(json!({"name": "COLONY_TLS_KEY", "value": format!("{TLS_DIR}/tls.key")}));
+        env.push(json!({"name": "COLONY_TLS_CA", "value": format!("{TLS_DIR}/ca.crt")}));
+    } else if opts.ca.is_some() {
         env.push(json!({"name": "COLONY_CA_DIR", "value": "/etc/colony/ca"}));
     } else {
         env.push(json!({"name": "COLONY_TLS", "value": "off"}));
@@ -227,8 +394,16 @@ fn common_env(opts: &Options, peers: &str) -> Vec<Value> {
     env
 }
 
-fn ca_volume(opts: &Options) -> (Vec<Value>, Vec<Value>) {
+/// The volume and mount of a pod's TLS material: its own certificate (cert-manager; the
+/// Secret `CERT-tls`, mounted whole so that renewals reach the pod), or the cluster CA.
+fn tls_volume(opts: &Options, cert: &str) -> (Vec<Value>, Vec<Value>) {
     match &opts.ca {
+        Some(_) if opts.cert_manager() => (
+            vec![
+                json!({"name": "tls", "secret": {"secretName": format!("{cert}-tls"), "defaultMode": 0o400}}),
+            ],
+            vec![json!({"name": "tls", "mountPath": TLS_DIR, "readOnly": true})],
+        ),
         Some(_) => (
             vec![
                 json!({"name": "ca", "secret": {"secretName": format!("{}-ca", opts.app_label()), "defaultMode": 0o400}}),
@@ -239,8 +414,15 @@ fn ca_volume(opts: &Options) -> (Vec<Value>, Vec<Value>) {
     }
 }
 
-fn pod_security() -> Value {
-    json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532})
+fn pod_security(opts: &Options) -> Value {
+    match opts.platform {
+        Platform::Kubernetes => {
+            json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532})
+        }
+        // OpenShift's default `restricted-v2` SCC picks the user and fsGroup from the
+        // project's range and refuses pods that name others.
+        Platform::Openshift => json!({"runAsNonRoot": true}),
+    }
 }
 
 fn container_security() -> Value {
@@ -267,11 +449,11 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
         args.push(json!(t.to_string()));
     }
     let probe = |path: &str, period: u32| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period, "failureThreshold": 3});
-    let (volumes, mounts) = ca_volume(opts);
+    let (volumes, mounts) = tls_volume(opts, &unit.name);
     let mut pod_spec = json!({
         "serviceAccountName": opts.app_label(),
         "automountServiceAccountToken": false,
-        "securityContext": pod_security(),
+        "securityContext": pod_security(opts),
         "terminationGracePeriodSeconds": 45,
         "containers": [{
             "name": "instance",
@@ -306,15 +488,16 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
             .take(63)
             .collect::<String>()
     );
-    let replicas = s.min_instances.value.max(1);
+    let min_replicas = s.min_instances.value.max(1);
     let headless = format!("{}-headless", unit.name);
     vec![
         json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": meta(opts, &unit.name, component),
+            // No `replicas`: the HorizontalPodAutoscaler below owns the count (from
+            // `min_instances` up), so a later apply never resets what it scaled to.
             "spec": {
-                "replicas": replicas,
                 "selector": {"matchLabels": selector},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {"metadata": {"labels": template_labels}, "spec": pod_spec},
@@ -350,8 +533,8 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
             "metadata": meta(opts, &unit.name, component),
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": unit.name},
-                "minReplicas": replicas,
-                "maxReplicas": s.ceiling().max(replicas),
+                "minReplicas": min_replicas,
+                "maxReplicas": s.ceiling().max(min_replicas),
                 // Kubernetes sees CPU, not calls in flight: the high watermark becomes the
                 // CPU utilization to hold, the cool-down the scale-down stabilization window.
                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
@@ -374,7 +557,7 @@ fn gateway_objects(services: &[&Value], opts: &Options, peers: &str) -> Vec<Valu
     let exposed = services.iter().any(|s| s["exposed"] == true);
     let component = "gateway";
     let selector = labels(opts, component);
-    let (volumes, mounts) = ca_volume(opts);
+    let (volumes, mounts) = tls_volume(opts, "gateway");
     let mut out = vec![
         json!({
             "apiVersion": "apps/v1",
@@ -386,7 +569,7 @@ fn gateway_objects(services: &[&Value], opts: &Options, peers: &str) -> Vec<Valu
                 "template": {"metadata": {"labels": selector}, "spec": {
                     "serviceAccountName": opts.app_label(),
                     "automountServiceAccountToken": false,
-                    "securityContext": pod_security(),
+                    "securityContext": pod_security(opts),
                     "containers": [{
                         "name": "gateway",
                         "image": opts.image,
@@ -485,6 +668,39 @@ pub(crate) fn to_json(objects: &[Value]) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_written_as_go_reads_them() {
+        assert_eq!(go_duration(Duration::from_secs(24 * 3600)), "24h");
+        assert_eq!(go_duration(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(go_duration(Duration::from_secs(3601)), "3601s");
+    }
+
+    #[test]
+    fn certificate_lifetimes_follow_the_instances_rules() {
+        let dir = std::env::temp_dir().join(format!("colony-lifetime-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let none = |_: &str| None;
+        let _ = std::fs::remove_file(dir.join("colony.toml"));
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            cert_lifetime(&dir, &none).expect("defaults"),
+            (day, Duration::from_secs(8 * 3600))
+        );
+        std::fs::write(dir.join("colony.toml"), "cert_lifetime = \"6h\"\n").expect("write");
+        assert_eq!(
+            cert_lifetime(&dir, &none).expect("file"),
+            (Duration::from_secs(6 * 3600), Duration::from_secs(2 * 3600))
+        );
+        let env = |k: &str| (k == "COLONY_CERT_RENEW_BEFORE").then(|| "1h".to_owned());
+        assert_eq!(
+            cert_lifetime(&dir, &env).expect("env wins"),
+            (Duration::from_secs(6 * 3600), Duration::from_secs(3600))
+        );
+        let env = |k: &str| (k == "COLONY_CERT_RENEW_BEFORE").then(|| "7h".to_owned());
+        assert!(cert_lifetime(&dir, &env).is_err(), "margin past lifetime");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn names_become_dns_labels() {

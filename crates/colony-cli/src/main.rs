@@ -6,7 +6,9 @@
 
 mod certs;
 mod deploy;
+mod docker;
 mod image;
+mod kube_apply;
 mod logs;
 mod metrics;
 mod orchestrator;
@@ -50,30 +52,38 @@ enum DeployTarget {
         /// The namespace (default: the app's name).
         #[arg(long)]
         namespace: Option<String>,
-        /// The kubeconfig context.
+        /// The kubeconfig context (default: its current context; KUBECONFIG is honoured).
         #[arg(long)]
         context: Option<String>,
         /// The image (default: APP:FINGERPRINT, as `colony build` tags it).
         #[arg(long)]
         image: Option<String>,
-        /// Print the manifests instead of applying them; needs no cluster.
+        /// Change nothing: with -o, print the manifests (needs no cluster); without, have the
+        /// API server check them (dryRun=All), or print them when there is no cluster.
         #[arg(long)]
         dry_run: bool,
-        /// The format of --dry-run output.
-        #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
-        output: OutputFormat,
+        /// Print the manifests in this format instead of applying them (with --dry-run).
+        #[arg(short = 'o', long = "output", value_enum, requires = "dry_run")]
+        output: Option<OutputFormat>,
+        /// Who issues the pods' certificates: the CA as a Secret in every pod, or cert-manager.
+        #[arg(long, value_enum, default_value = "secret")]
+        certs: deploy::Certs,
         /// An OpenShift Route instead of an Ingress for the gateway.
         #[arg(long, value_enum, default_value = "kubernetes")]
         platform: deploy::Platform,
         /// Give the gateway's Service `type: LoadBalancer`.
         #[arg(long)]
         load_balancer: bool,
-        /// Remove objects the app no longer declares.
+        /// After applying, delete the app's objects (labelled app.kubernetes.io/managed-by=colony
+        /// and app.kubernetes.io/name=APP, in its namespace) that it no longer declares.
         #[arg(long)]
         prune: bool,
         /// Wait for the rollout, showing progress.
         #[arg(long)]
         wait: bool,
+        /// How long --wait waits, e.g. `90s`, `5m`.
+        #[arg(long, value_name = "DUR", default_value = "5m", value_parser = logs::parse_since)]
+        timeout: Duration,
     },
 }
 
@@ -97,6 +107,10 @@ enum Cmd {
         /// back to a free one.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         http: String,
+        /// Run every instance and the gateway as a container (the `colony build` image) on a
+        /// private Docker network of the cluster's own.
+        #[arg(long)]
+        docker: bool,
     },
     /// Show each service's settings and instances.
     Status {
@@ -200,6 +214,9 @@ enum Cmd {
         /// Where the HTTP gateway listens.
         #[arg(long, default_value = "127.0.0.1:0")]
         http: String,
+        /// Instances as containers.
+        #[arg(long)]
+        docker: bool,
     },
 }
 
@@ -212,8 +229,13 @@ fn main() -> anyhow::Result<()> {
         .context("could not start the tokio runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Cmd::Up { app, detach, http } => up(app, detach, http).await,
-            Cmd::Orchestrate { app, http } => orchestrate(app, http).await,
+            Cmd::Up {
+                app,
+                detach,
+                http,
+                docker,
+            } => up(app, detach, http, docker).await,
+            Cmd::Orchestrate { app, http, docker } => orchestrate(app, http, docker).await,
             Cmd::Status { path, json, events } => status(&path, json, events).await,
             Cmd::Scale { target, path } => scale(&path, &target).await,
             Cmd::Down { path } => down(&path).await,
@@ -224,7 +246,7 @@ fn main() -> anyhow::Result<()> {
                 base,
                 dockerfile_only,
             } => build(&app, tag, base, dockerfile_only),
-            Cmd::Deploy { target } => deploy_cmd(target),
+            Cmd::Deploy { target } => deploy_cmd(target).await,
             Cmd::Certs { command } => certs::run(command),
             Cmd::Logs {
                 path,
@@ -300,6 +322,7 @@ fn prepare(
         );
     }
     let app = App {
+        name: app_name(&describe, &binary),
         binary,
         dir: path.clone(),
         state_dir,
@@ -309,6 +332,7 @@ fn prepare(
             .to_owned(),
         services,
         gateway: exposed.then(|| "127.0.0.1:0".to_owned()),
+        docker: None,
     };
     Ok((app, cluster, settings))
 }
@@ -349,7 +373,19 @@ fn progress_line(status: &Status) -> String {
     format!("{ready}/{total} instances healthy")
 }
 
-async fn up(args: AppArgs, detach: bool, http: String) -> anyhow::Result<()> {
+/// `--docker`: the image, network and gateway port of the app's container cluster.
+fn with_docker(app: &mut App) -> anyhow::Result<()> {
+    app.docker = Some(docker::DockerCluster::prepare(
+        &app.name,
+        &app.fingerprint,
+        &app.binary,
+        &app.state_dir,
+        app.gateway.as_deref(),
+    )?);
+    Ok(())
+}
+
+async fn up(args: AppArgs, detach: bool, http: String, docker: bool) -> anyhow::Result<()> {
     let path = args.path.clone();
     let dir = state_dir(&path);
     if let Some(pid) = running_orchestrator(&dir) {
@@ -367,6 +403,13 @@ async fn up(args: AppArgs, detach: bool, http: String) -> anyhow::Result<()> {
     });
     let (mut app, cluster, settings) = prepare(&args)?;
     app.gateway = app.gateway.map(|_| free_or_any(&http));
+    if docker {
+        spinner.set_message("preparing the containers' image and network");
+        with_docker(&mut app)?;
+        if let (Some(d), Some(gateway)) = (&app.docker, &mut app.gateway) {
+            *gateway = format!("127.0.0.1:{}", d.http_port.unwrap_or(0));
+        }
+    }
     let started = Instant::now();
     let expect_gateway = app.gateway.is_some();
     if detach {
@@ -380,6 +423,7 @@ async fn up(args: AppArgs, detach: bool, http: String) -> anyhow::Result<()> {
             .arg(&app.binary)
             .arg("--http")
             .arg(app.gateway.as_deref().unwrap_or("127.0.0.1:0"))
+            .args(docker.then_some("--docker"))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -443,9 +487,14 @@ async fn up(args: AppArgs, detach: bool, http: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn orchestrate(args: AppArgs, http: String) -> anyhow::Result<()> {
+async fn orchestrate(args: AppArgs, http: String, docker: bool) -> anyhow::Result<()> {
+    // Logs (refusals on the control port among them) go to .colony/orchestrator.log.
+    let _telemetry = colony::telemetry::init(colony::security::ROLE_ORCHESTRATOR);
     let (mut app, cluster, settings) = prepare(&args)?;
     app.gateway = app.gateway.map(|_| http);
+    if docker {
+        with_docker(&mut app)?;
+    }
     let orchestrator = Orchestrator::start(app, cluster, settings).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -594,7 +643,18 @@ async fn scale(path: &Path, target: &str) -> anyhow::Result<()> {
 async fn down(path: &Path) -> anyhow::Result<()> {
     let dir = state_dir(path);
     let pid = running_orchestrator(&dir);
-    match orchestrator::request(&dir, &Request::Down).await? {
+    let answer = match orchestrator::request(&dir, &Request::Down).await {
+        Err(e) if pid.is_none() => {
+            // No orchestrator: still remove what a Docker cluster left behind.
+            if let Some(name) = docker::remove_leftovers(&dir) {
+                println!("removed the containers and network of {name}.");
+                return Ok(());
+            }
+            return Err(e);
+        }
+        answer => answer?,
+    };
+    match answer {
         Response::Ok { .. } => {}
         Response::Error { message } => bail!(message),
         _ => bail!("the orchestrator gave an unexpected answer"),
@@ -671,7 +731,7 @@ fn build(
     Ok(())
 }
 
-fn deploy_cmd(target: DeployTarget) -> anyhow::Result<()> {
+async fn deploy_cmd(target: DeployTarget) -> anyhow::Result<()> {
     let DeployTarget::K8s {
         app,
         namespace,
@@ -679,10 +739,12 @@ fn deploy_cmd(target: DeployTarget) -> anyhow::Result<()> {
         image,
         dry_run,
         output,
+        certs,
         platform,
         load_balancer,
         prune,
         wait,
+        timeout,
     } = target;
     let (binary, path, describe) = describe_app(&app)?;
     let (cluster, settings) = settings::resolve(&describe, &path, &|k| std::env::var(k).ok())?;
@@ -716,20 +778,23 @@ fn deploy_cmd(target: DeployTarget) -> anyhow::Result<()> {
         platform,
         load_balancer,
         ca,
+        certs,
+        cert_lifetime: deploy::cert_lifetime(&path, &|k| std::env::var(k).ok())?,
     };
     let objects = deploy::manifests(&describe, &settings, &groups, &opts)?;
-    if dry_run {
-        match output {
-            OutputFormat::Yaml => print!("{}", deploy::to_yaml(&objects)?),
-            OutputFormat::Json => println!("{}", deploy::to_json(&objects)?),
+    match output {
+        Some(OutputFormat::Yaml) => print!("{}", deploy::to_yaml(&objects)?),
+        Some(OutputFormat::Json) => println!("{}", deploy::to_json(&objects)?),
+        None => {
+            let options = kube_apply::ApplyOptions {
+                app: opts.app.clone(),
+                namespace: opts.namespace.clone(),
+                prune,
+                wait: wait.then_some(timeout),
+                dry_run,
+            };
+            kube_apply::run(&objects, context.as_deref(), &options).await?;
         }
-        return Ok(());
     }
-    let _ = (context, prune, wait);
-    bail!(
-        "applying to a cluster from colony itself is not built yet; apply the manifests with kubectl, \
-         which uses your kubeconfig:\n  colony deploy k8s {} --dry-run -o yaml | kubectl apply --server-side \
-         --field-manager colony -f -",
-        path.display()
-    )
+    Ok(())
 }

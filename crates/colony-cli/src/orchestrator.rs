@@ -8,6 +8,16 @@
 //! instances and the event log persist in `.colony/`, so a restarted orchestrator re-adopts
 //! running instances instead of starting duplicates. Must not touch: the app's calls
 //! (instances call each other directly).
+//!
+//! The control port speaks mutual TLS 1.3 with the cluster CA when security is on: the
+//! orchestrator presents `@orchestrator`, an instance may register only for the services
+//! its certificate names (the gateway as `@gateway`), and status, scaling and stop requests
+//! are answered only for the CLI's `@control`. Plaintext and foreign certificates are
+//! refused in the handshake, and every refusal is an event with its reason.
+//!
+//! With `--docker` every instance is a container (see `docker.rs`): the orchestrator stays
+//! a host process, listening on the host's address on the cluster's network, and hands each
+//! container a certificate it issued, as files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,14 +26,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use colony::discovery::{FromOrchestrator, LoadSnapshot, ToOrchestrator, read_line, write_message};
+use colony::security::{
+    Ca, CallerPolicy, CertLifetime, MutualTls, ROLE_CONTROL, ROLE_GATEWAY, ROLE_ORCHESTRATOR,
+};
+use colony::transport::{Authenticated, BoxStream, Dialer, Listener, PeerIdentity};
 use serde::{Deserialize, Serialize};
-use tokio::io::BufReader;
+use tokio::io::{BufReader, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
+use crate::docker::DockerCluster;
 use crate::settings::{ClusterSettings, ServiceSettings};
 
-/// The pseudo-service under which the HTTP gateway runs.
-pub(crate) const GATEWAY: &str = "@gateway";
+/// The pseudo-service under which the HTTP gateway runs (its certificate names this role).
+pub(crate) const GATEWAY: &str = ROLE_GATEWAY;
+
+/// The file in `.colony/` that tells the CLI how to reach the orchestrator's control port.
+const CONTROL_FILE: &str = "orchestrator.json";
+
+/// How long a peer of the control port has to send its first message.
+const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many refusals a second become events; the rest are counted.
+const REFUSAL_EVENTS_PER_SECOND: u32 = 5;
 
 /// How long a new instance has to register before it is replaced.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +58,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
 /// The app an orchestrator runs.
 #[derive(Debug, Clone)]
 pub(crate) struct App {
+    /// The app's name, as its binary reports it: the trust domain of its certificates.
+    pub(crate) name: String,
     /// The app's binary.
     pub(crate) binary: PathBuf,
     /// The app's directory: instances run there and read its `colony.toml`.
@@ -47,6 +72,8 @@ pub(crate) struct App {
     pub(crate) services: Vec<String>,
     /// Where the HTTP gateway should listen, when the app exposes services.
     pub(crate) gateway: Option<String>,
+    /// Instances run as containers of this cluster (`colony up --docker`).
+    pub(crate) docker: Option<DockerCluster>,
 }
 
 /// The state of an instance.
@@ -78,6 +105,9 @@ pub(crate) struct InstanceInfo {
     /// Where it serves `/metrics` and `/healthz`, once registered.
     #[serde(default)]
     pub(crate) metrics: Option<String>,
+    /// Its container, under `colony up --docker` (`pid` is then the `docker run` process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) container: Option<String>,
 }
 
 struct Instance {
@@ -90,6 +120,8 @@ struct Instance {
     child: Option<tokio::process::Child>,
     /// A kill was sent; the instance is gone once its process is.
     killed: bool,
+    /// When the certificate the orchestrator issued it is due for renewal (containers).
+    renew_cert_at: Option<Instant>,
 }
 
 /// A scaling or health event.
@@ -111,6 +143,15 @@ struct Persisted {
     next_id: u64,
     desired: BTreeMap<String, u32>,
     instances: Vec<InstanceInfo>,
+}
+
+/// How the CLI reaches the control port, written to `.colony/orchestrator.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ControlInfo {
+    /// Mutual TLS with the cluster CA in `.colony/`, or plaintext (`security = "off"`).
+    tls: bool,
+    /// The app, whose trust domain the CLI's certificate must belong to.
+    app: String,
 }
 
 /// A request from the CLI.
@@ -171,6 +212,10 @@ struct Inner {
     /// The next core to pin an instance to.
     next_core: usize,
     stopping: bool,
+    /// The cluster CA, when the control port is mutual TLS (it issues containers' leaves).
+    ca: Option<Arc<Ca>>,
+    /// Refusals in the current second, and those not logged since the last logged one.
+    refusals: (Instant, u32, u64),
 }
 
 /// A running orchestrator.
@@ -226,6 +271,47 @@ impl Inner {
                 .open(self.app.state_dir.join("events.jsonl"))
                 .and_then(|mut f| f.write_all(line.as_bytes()));
         }
+    }
+
+    /// Record a refused connection or registration on the control port (rate-limited).
+    fn refused(&mut self, peer: &str, kind: &str, reason: &str) {
+        let now = Instant::now();
+        let (since, count, suppressed) = &mut self.refusals;
+        if now.duration_since(*since) >= Duration::from_secs(1) {
+            *since = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count > REFUSAL_EVENTS_PER_SECOND {
+            *suppressed += 1;
+            return;
+        }
+        let more = std::mem::take(suppressed);
+        let more = if more > 0 {
+            format!(" ({more} more refusals were not logged)")
+        } else {
+            String::new()
+        };
+        tracing::warn!(%peer, refusal = kind, %reason, "refused on the control port");
+        self.event(
+            "refused",
+            ROLE_ORCHESTRATOR,
+            None,
+            format!("{peer}: {kind}: {reason}{more}"),
+        );
+    }
+
+    /// Issue (or renew) the certificate of a container, as files under `.colony/certs/ID/`.
+    fn issue_leaf(&self, id: &str, service: &str) -> anyhow::Result<Option<PathBuf>> {
+        let Some(ca) = &self.ca else {
+            return Ok(None);
+        };
+        let lifetime = CertLifetime::default();
+        let leaf = ca
+            .issue(&self.app.name, &[service], lifetime.lifetime())
+            .with_context(|| format!("could not issue a certificate for {id}"))?;
+        let dir = crate::docker::write_leaf(&self.app.state_dir, id, &leaf, ca.cert_pem())?;
+        Ok(Some(dir))
     }
 
     fn persist(&self) {
@@ -316,6 +402,66 @@ impl Inner {
         let err = out.try_clone()?;
         let settings = self.settings.get(service);
         let pin = settings.is_some_and(|s| s.pin_cores.value);
+        if let Some(docker) = self.app.docker.clone() {
+            let core = pin.then(|| {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let core = self.next_core % cores;
+                self.next_core += 1;
+                core
+            });
+            let certs = self.issue_leaf(&id, service)?;
+            let container = docker.container_name(&id);
+            let mut cmd = docker.run_command(&crate::docker::Run {
+                id: &id,
+                service,
+                control_addr: &self.control_addr,
+                heartbeat_ms: self.cluster.heartbeat_ms.value,
+                threads: settings.and_then(|s| s.threads.value),
+                core,
+                certs: certs.as_deref(),
+                config: Some(self.app.dir.join("colony.toml")).filter(|c| c.is_file()),
+            });
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .process_group(0)
+                .kill_on_drop(false);
+            let child = cmd
+                .spawn()
+                .context("could not run `docker run`; is the docker CLI installed?")?;
+            let pid = child.id().unwrap_or(0);
+            let renew = certs
+                .is_some()
+                .then(|| Instant::now() + CertLifetime::default().renew_at_age());
+            self.instances.insert(
+                id.clone(),
+                Instance {
+                    info: InstanceInfo {
+                        id: id.clone(),
+                        service: service.to_owned(),
+                        pid,
+                        addr: None,
+                        state: State::Starting,
+                        load: LoadSnapshot::default(),
+                        log,
+                        metrics: None,
+                        container: Some(container.clone()),
+                    },
+                    last_seen: Instant::now(),
+                    since: Instant::now(),
+                    child: Some(child),
+                    killed: false,
+                    renew_cert_at: renew,
+                },
+            );
+            self.event(
+                "started",
+                service,
+                Some(&id),
+                format!("container {container}"),
+            );
+            return Ok(());
+        }
         let mut cmd = if pin {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let core = self.next_core % cores;
@@ -378,6 +524,7 @@ impl Inner {
             load: LoadSnapshot::default(),
             log,
             metrics: None,
+            container: None,
         };
         self.instances.insert(
             id.clone(),
@@ -387,6 +534,7 @@ impl Inner {
                 since: Instant::now(),
                 child: Some(child),
                 killed: false,
+                renew_cert_at: None,
             },
         );
         self.event("started", service, Some(&id), format!("pid {pid}"));
@@ -402,13 +550,13 @@ impl Inner {
             return false;
         }
         inst.killed = true;
-        {
-            match &mut inst.child {
-                Some(child) => {
-                    let _ = child.start_kill();
-                }
-                None => kill(inst.info.pid, "9"),
+        match (&inst.info.container, &mut inst.child) {
+            // Killing `docker run` would leave its container running.
+            (Some(container), _) => crate::docker::kill(container, "KILL"),
+            (None, Some(child)) => {
+                let _ = child.start_kill();
             }
+            (None, None) => kill(inst.info.pid, "9"),
         }
         true
     }
@@ -433,7 +581,10 @@ impl Inner {
             }
             None => {
                 if let Some(inst) = self.instances.get(id) {
-                    kill(inst.info.pid, "TERM");
+                    match &inst.info.container {
+                        Some(container) => crate::docker::kill(container, "TERM"),
+                        None => kill(inst.info.pid, "TERM"),
+                    }
                 }
             }
         }
@@ -462,6 +613,7 @@ impl Inner {
             if let Some(status) = exited {
                 let inst = self.instances.remove(id);
                 self.links.remove(id);
+                crate::docker::remove_leaf(&self.app.state_dir, id);
                 if let Some(inst) = inst {
                     let kind = if inst.info.state == State::Draining {
                         "exited"
@@ -523,6 +675,27 @@ impl Inner {
                     );
                 }
                 _ => {}
+            }
+        }
+
+        // Certificates the orchestrator issued to containers: renewed ahead of expiry (the
+        // instance reloads the rewritten files).
+        let due: Vec<(String, String)> = self
+            .instances
+            .values()
+            .filter(|i| i.renew_cert_at.is_some_and(|at| at <= now))
+            .map(|i| (i.info.id.clone(), i.info.service.clone()))
+            .collect();
+        for (id, service) in due {
+            let next = match self.issue_leaf(&id, &service) {
+                Ok(_) => now + CertLifetime::default().renew_at_age(),
+                Err(e) => {
+                    self.event("error", &service, Some(&id), format!("{e:#}"));
+                    now + Duration::from_secs(60)
+                }
+            };
+            if let Some(inst) = self.instances.get_mut(&id) {
+                inst.renew_cert_at = Some(next);
             }
         }
 
@@ -709,13 +882,50 @@ impl Orchestrator {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let listener = match tokio::net::TcpListener::bind(&previous.control_addr).await {
-            Ok(l) if !previous.control_addr.is_empty() => l,
-            _ => tokio::net::TcpListener::bind("127.0.0.1:0")
+        // Containers reach the host at its address on the cluster's network.
+        let host = app
+            .docker
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_owned(), |d| d.host_ip.clone());
+        let same_host = previous
+            .control_addr
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| h == host);
+        let tcp = match tokio::net::TcpListener::bind(&previous.control_addr).await {
+            Ok(l) if same_host => l,
+            _ => tokio::net::TcpListener::bind(format!("{host}:0"))
                 .await
-                .context("could not bind a control port on 127.0.0.1")?,
+                .with_context(|| format!("could not bind a control port on {host}"))?,
         };
-        let control_addr = listener.local_addr()?.to_string();
+        let control_addr = tcp.local_addr()?.to_string();
+        // Mutual TLS on the control port whenever the cluster uses it.
+        let tls = if cluster.tls.value {
+            let ca = Ca::load(&app.state_dir).with_context(|| {
+                format!(
+                    "the control port needs the cluster CA in {}",
+                    app.state_dir.display()
+                )
+            })?;
+            let ca = Arc::new(ca);
+            let mtls = MutualTls::from_ca(
+                ca.clone(),
+                &app.name,
+                &[ROLE_ORCHESTRATOR],
+                CertLifetime::default(),
+            )
+            .context("could not issue the orchestrator's certificate")?;
+            Some((ca, mtls))
+        } else {
+            None
+        };
+        let control = ControlInfo {
+            tls: tls.is_some(),
+            app: app.name.clone(),
+        };
+        std::fs::write(
+            app.state_dir.join(CONTROL_FILE),
+            serde_json::to_vec(&control)?,
+        )?;
         std::fs::write(app.state_dir.join("orchestrator.addr"), &control_addr)?;
         std::fs::write(
             app.state_dir.join("orchestrator.pid"),
@@ -746,6 +956,8 @@ impl Orchestrator {
             last_scaled: HashMap::new(),
             next_core: 0,
             stopping: false,
+            ca: tls.as_ref().map(|(ca, _)| ca.clone()),
+            refusals: (Instant::now(), 0, 0),
         };
         let same_build = previous.fingerprint == app.fingerprint;
         for info in previous.instances {
@@ -759,10 +971,14 @@ impl Orchestrator {
                 continue;
             }
             if !same_build
+                || info.container.is_some() != app.docker.is_some()
                 || !(app.services.contains(&info.service)
                     || (info.service == GATEWAY && app.gateway.is_some()))
             {
-                kill(info.pid, "TERM");
+                match &info.container {
+                    Some(container) => crate::docker::kill(container, "TERM"),
+                    None => kill(info.pid, "TERM"),
+                }
                 inner.event(
                     "replaced",
                     &info.service,
@@ -785,6 +1001,8 @@ impl Orchestrator {
                 Some(&id),
                 format!("pid {} still running", info.pid),
             );
+            // A container's certificate is renewed at once: its expiry is unknown here.
+            let renew_cert_at = (info.container.is_some() && inner.ca.is_some()).then(Instant::now);
             inner.instances.insert(
                 id,
                 Instance {
@@ -793,6 +1011,7 @@ impl Orchestrator {
                     since: Instant::now(),
                     child: None,
                     killed: false,
+                    renew_cert_at,
                 },
             );
         }
@@ -800,6 +1019,22 @@ impl Orchestrator {
         let orchestrator = Orchestrator {
             inner: Arc::new(Mutex::new(inner)),
             done: Arc::new(tokio::sync::Notify::new()),
+        };
+        let listener: Box<dyn Listener> = match tls {
+            Some((_, mtls)) => {
+                let o = orchestrator.clone();
+                let report: colony::security::RefusalReport =
+                    Arc::new(move |peer, kind, reason| {
+                        o.lock().refused(peer, kind.as_str(), reason);
+                    });
+                // No hosted services: any member of the cluster completes the handshake; what
+                // it may do is decided by its identity, per message.
+                Box::new(
+                    mtls.listener_reporting(tcp, &[], CallerPolicy::new(), Some(report))
+                        .context("could not secure the control port")?,
+                )
+            }
+            None => Box::new(colony::transport::TcpListener::from_tokio(tcp)?),
         };
         tokio::spawn(orchestrator.clone().accept_loop(listener));
         tokio::spawn(orchestrator.clone().tick_loop());
@@ -827,8 +1062,12 @@ impl Orchestrator {
         }
         let inner = self.lock();
         inner.persist();
+        if let Some(docker) = &inner.app.docker {
+            docker.remove(&inner.app.state_dir);
+        }
         let _ = std::fs::remove_file(inner.app.state_dir.join("orchestrator.pid"));
         let _ = std::fs::remove_file(inner.app.state_dir.join("orchestrator.addr"));
+        let _ = std::fs::remove_file(inner.app.state_dir.join(CONTROL_FILE));
     }
 
     /// Resolves once a stop was requested through the control port (`colony down`).
@@ -852,34 +1091,111 @@ impl Orchestrator {
         }
     }
 
-    async fn accept_loop(self, listener: tokio::net::TcpListener) {
+    async fn accept_loop(self, mut listener: Box<dyn Listener>) {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(self.clone().serve_connection(stream));
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    tokio::spawn(self.clone().serve_connection(stream, peer));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         }
     }
 
-    async fn serve_connection(self, stream: tokio::net::TcpStream) {
-        let (reader, mut writer) = stream.into_split();
+    async fn serve_connection(self, stream: BoxStream, peer: String) {
+        // With TLS, who the peer proved to be in the handshake; nothing without it.
+        let identity = Authenticated::identity_of(&stream).cloned();
+        let (reader, mut writer) = tokio::io::split(stream);
         let mut reader = BufReader::new(reader);
-        let Ok(Some(first)) = read_line(&mut reader).await else {
+        // A peer that says nothing is not kept waiting for.
+        let Ok(Ok(Some(first))) =
+            tokio::time::timeout(FIRST_LINE_TIMEOUT, read_line(&mut reader)).await
+        else {
             return;
         };
         if let Ok(ToOrchestrator::Register(registration)) = serde_json::from_str(&first) {
-            self.serve_instance(registration, reader, writer).await;
+            if let Err(reason) = self.admit(&registration, identity.as_ref()) {
+                self.lock().refused(&peer, "wrong_identity", &reason);
+                return;
+            }
+            self.serve_instance(registration, peer, reader, writer)
+                .await;
             return;
         }
         let response = match serde_json::from_str::<Request>(&first) {
-            Ok(request) => self.handle(request),
+            Ok(request) => match self.may_control(identity.as_ref()) {
+                Ok(()) => self.handle(request),
+                Err(reason) => {
+                    self.lock().refused(&peer, "not_allowed", &reason);
+                    Response::Error { message: reason }
+                }
+            },
             Err(e) => Response::Error {
                 message: format!("not a request this orchestrator understands: {e}"),
             },
         };
         let _ = write_message(&mut writer, &response).await;
+    }
+
+    /// Whether a registration may be accepted: with TLS, the peer's certificate names every
+    /// service it registers for (the gateway: `@gateway`); and an instance this
+    /// orchestrator started registers for the service it was started for.
+    fn admit(
+        &self,
+        registration: &colony::discovery::Registration,
+        identity: Option<&PeerIdentity>,
+    ) -> Result<(), String> {
+        let claimed: Vec<&str> = if registration.services.is_empty() {
+            vec![GATEWAY]
+        } else {
+            registration.services.iter().map(String::as_str).collect()
+        };
+        let inner = self.lock();
+        if inner.ca.is_some() {
+            let names = identity.map(|i| i.names.clone()).unwrap_or_default();
+            let missing: Vec<&str> = claimed
+                .iter()
+                .copied()
+                .filter(|c| !names.iter().any(|n| n == c))
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "instance `{}` registered for `{}`, which its certificate does not name (it \
+                     names {}); only an instance with a certificate for a service may register \
+                     for it",
+                    registration.instance,
+                    missing.join("`, `"),
+                    if names.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            }
+        }
+        if let Some(inst) = inner.instances.get(&registration.instance)
+            && !claimed.contains(&inst.info.service.as_str())
+        {
+            return Err(format!(
+                "instance `{}` was started for `{}` but registered for `{}`",
+                registration.instance,
+                inst.info.service,
+                claimed.join("`, `")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a peer may ask for status, scaling or a stop: with TLS, only the CLI.
+    fn may_control(&self, identity: Option<&PeerIdentity>) -> Result<(), String> {
+        if self.lock().ca.is_none() || identity.is_some_and(|i| i.is(ROLE_CONTROL)) {
+            return Ok(());
+        }
+        Err(format!(
+            "only the colony CLI (role {ROLE_CONTROL}) may ask the orchestrator for status, \
+             scaling or a stop; this peer's certificate names {}",
+            identity.map_or_else(|| "nothing".to_owned(), ToString::to_string)
+        ))
     }
 
     fn handle(&self, request: Request) -> Response {
@@ -941,9 +1257,10 @@ impl Orchestrator {
 
     async fn serve_instance(
         self,
-        registration: colony::discovery::Registration,
-        mut reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-        mut writer: tokio::net::tcp::OwnedWriteHalf,
+        mut registration: colony::discovery::Registration,
+        peer: String,
+        mut reader: BufReader<ReadHalf<BoxStream>>,
+        mut writer: WriteHalf<BoxStream>,
     ) {
         let id = registration.instance.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -955,10 +1272,24 @@ impl Orchestrator {
                 // membership, but is not managed.
                 tracing::debug!(%id, "a process registered that this orchestrator did not start");
             }
+            if let Some(docker) = &inner.app.docker {
+                // A container listens on 0.0.0.0: it is reached at the address its link
+                // comes from, and the gateway at its port published on the host.
+                let (addr, metrics) = docker.reachable(
+                    &registration.addr,
+                    registration.metrics.as_deref(),
+                    &peer,
+                    registration.services.is_empty(),
+                );
+                registration.addr = addr;
+                registration.metrics = metrics;
+            }
             if let Some(inst) = inner.instances.get_mut(&id) {
                 inst.info.addr = Some(registration.addr.clone());
                 inst.info.metrics.clone_from(&registration.metrics);
-                inst.info.pid = registration.pid;
+                if inst.info.container.is_none() {
+                    inst.info.pid = registration.pid;
+                }
                 inst.last_seen = Instant::now();
                 let state = inst.info.state;
                 let service = inst.info.service.clone();
@@ -1010,7 +1341,8 @@ impl Orchestrator {
     }
 }
 
-/// Send one request to the orchestrator of the app whose state lives in `state_dir`.
+/// Send one request to the orchestrator of the app whose state lives in `state_dir`: over
+/// mutual TLS as `@control` with the CA in `state_dir` when the orchestrator uses TLS.
 pub(crate) async fn request(state_dir: &Path, request: &Request) -> anyhow::Result<Response> {
     let addr_file = state_dir.join("orchestrator.addr");
     let addr = std::fs::read_to_string(&addr_file).with_context(|| {
@@ -1019,15 +1351,44 @@ pub(crate) async fn request(state_dir: &Path, request: &Request) -> anyhow::Resu
             addr_file.display()
         )
     })?;
-    let stream = tokio::net::TcpStream::connect(addr.trim())
-        .await
-        .with_context(|| {
-            format!(
-                "the orchestrator at {} does not answer; start it again with `colony up`",
-                addr.trim()
-            )
-        })?;
-    let (reader, mut writer) = stream.into_split();
+    let addr = addr.trim();
+    // An orchestrator that wrote no control file predates TLS on the control port.
+    let control: Option<ControlInfo> = std::fs::read(state_dir.join(CONTROL_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let stream = match control {
+        Some(ControlInfo { tls: true, app }) => {
+            let ca = Ca::load(state_dir).with_context(|| {
+                format!(
+                    "the orchestrator speaks mutual TLS, and its CA in {} cannot be read; run \
+                     colony where it can (as the user who ran `colony up`)",
+                    state_dir.display()
+                )
+            })?;
+            // Short-lived: it is used for one request.
+            let lifetime = CertLifetime::new(Duration::from_secs(600), Duration::from_secs(300))?;
+            let tls = MutualTls::from_ca(Arc::new(ca), &app, &[ROLE_CONTROL], lifetime)
+                .context("could not issue the CLI's certificate")?;
+            tls.dialer()
+                .dial(addr, &[ROLE_ORCHESTRATOR])
+                .await
+                .with_context(|| {
+                    format!(
+                        "could not reach the orchestrator at {addr} over mutual TLS; is it \
+                         running (`colony status`), and was it started with this CA?"
+                    )
+                })?
+        }
+        _ => colony::transport::TcpDialer
+            .dial(addr, &[])
+            .await
+            .with_context(|| {
+                format!(
+                    "the orchestrator at {addr} does not answer; start it again with `colony up`"
+                )
+            })?,
+    };
+    let (reader, mut writer) = tokio::io::split(stream);
     write_message(&mut writer, request).await?;
     let mut reader = BufReader::new(reader);
     let line = read_line(&mut reader)

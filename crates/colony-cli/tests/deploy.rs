@@ -1,6 +1,7 @@
 //! `colony deploy k8s` and `colony build`: the generated manifests validate against the
-//! official Kubernetes schemas (1.29 and 1.33, with `kubernetes-validate --strict`), a
-//! snapshot pins their content, and `colony build` makes an image on the local Docker engine.
+//! official Kubernetes schemas (1.29 and 1.33, with `kubernetes-validate --strict`), snapshots
+//! pin their content (with the CA Secret, and with cert-manager), and `colony build` makes an
+//! image on the local Docker engine. Applying to a cluster is tested in `kube_apply.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -53,6 +54,7 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `colony deploy k8s --dry-run`, printing YAML unless `extra` asks for JSON: no cluster.
 fn deploy(dir: &Path, app: &Path, extra: &[&str], tls_off: bool) -> Output {
     let mut cmd = Command::new(COLONY);
     cmd.args(["deploy", "k8s"])
@@ -62,6 +64,9 @@ fn deploy(dir: &Path, app: &Path, extra: &[&str], tls_off: bool) -> Output {
         .arg("--dry-run")
         .args(extra)
         .stdin(Stdio::null());
+    if !extra.contains(&"-o") {
+        cmd.args(["-o", "yaml"]);
+    }
     if tls_off {
         cmd.env("COLONY_TLS", "off");
     } else {
@@ -197,19 +202,158 @@ fn colliding_names_and_bad_groups_are_reported() {
     );
 
     std::fs::remove_file(dir.join("colony.toml")).expect("remove");
-    let out = Command::new(COLONY)
-        .args(["deploy", "k8s"])
-        .arg(&dir)
-        .arg("--app-binary")
-        .arg(binary("colony-e2e"))
-        .env("COLONY_TLS", "off")
-        .output()
-        .expect("runs");
+    let out = deploy(
+        &dir,
+        &binary("colony-e2e"),
+        &["--certs", "cert-manager"],
+        true,
+    );
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("--dry-run -o yaml | kubectl apply"),
+        stderr(&out).contains("mutual TLS, which is off"),
         "{}",
         stderr(&out)
+    );
+    std::fs::write(dir.join("colony.toml"), "cert_lifetime = \"30m\"\n").expect("write");
+    let out = deploy(
+        &dir,
+        &binary("colony-e2e"),
+        &["--certs", "cert-manager"],
+        false,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("at least 1h") && stderr(&out).contains("30m"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The cert-manager objects (CRD kinds) that kubernetes-validate has no schemas for.
+const CRD_GROUPS: &[&str] = &["cert-manager.io/"];
+
+#[test]
+fn cert_manager_manifests_validate_and_a_snapshot_pins_them() {
+    let dir = scratch("cert-manager");
+    std::fs::write(
+        dir.join("colony.toml"),
+        "cert_lifetime = \"12h\"\ncert_renew_before = \"4h\"\n\
+         [groups]\nnames = [\"hello::names::normalize\", \"hello::names::count_letters\"]\n",
+    )
+    .expect("write");
+    let out = deploy(
+        &dir,
+        &binary("hello"),
+        &[
+            "--image",
+            "hello:test",
+            "--certs",
+            "cert-manager",
+            "-o",
+            "json",
+        ],
+        false,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut items = list["items"].as_array().cloned().expect("items");
+
+    // The CA is generated per directory: the snapshot holds a placeholder.
+    for item in &mut items {
+        if item["kind"] == "Secret" {
+            assert_eq!(
+                item["type"], "kubernetes.io/tls",
+                "the CA issuer reads a TLS Secret"
+            );
+            for (key, placeholder) in [
+                ("tls.crt", "<the cluster CA certificate, PEM>"),
+                ("tls.key", "<the cluster CA key, PEM>"),
+            ] {
+                assert!(
+                    item["stringData"][key]
+                        .as_str()
+                        .is_some_and(|pem| pem.starts_with("-----BEGIN")),
+                    "{key}"
+                );
+                item["stringData"][key] = Value::from(placeholder);
+            }
+        }
+    }
+    // Every pod mounts its own certificate and never the CA key.
+    let certificates: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["kind"] == "Certificate")
+        .collect();
+    let deployments: Vec<&Value> = items.iter().filter(|i| i["kind"] == "Deployment").collect();
+    assert_eq!(certificates.len(), deployments.len(), "one per Deployment");
+    for d in &deployments {
+        let name = d["metadata"]["name"].as_str().expect("name");
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"][0]["secret"]["secretName"],
+            format!("{name}-tls")
+        );
+        let env = pod["containers"][0]["env"].to_string();
+        assert!(
+            env.contains("COLONY_TLS_CERT") && !env.contains("COLONY_CA_DIR"),
+            "{env}"
+        );
+        let cert = certificates
+            .iter()
+            .find(|c| c["metadata"]["name"] == name)
+            .expect("its certificate");
+        assert_eq!(cert["spec"]["duration"], "12h");
+        assert_eq!(cert["spec"]["renewBefore"], "4h");
+    }
+    let gateway = certificates
+        .iter()
+        .find(|c| c["metadata"]["name"] == "gateway")
+        .expect("the gateway's");
+    assert_eq!(gateway["spec"]["uris"][0], "spiffe://hello/-/gateway");
+    let group = certificates
+        .iter()
+        .find(|c| c["metadata"]["name"] == "names")
+        .expect("the group's");
+    assert_eq!(
+        group["spec"]["uris"],
+        serde_json::json!([
+            "spiffe://hello/hello/names/normalize",
+            "spiffe://hello/hello/names/count_letters"
+        ])
+    );
+
+    // Built-in kinds validate; the cert-manager kinds are skipped here on purpose (no CRD
+    // schemas in kubernetes-validate).
+    let builtin: Vec<&Value> = items
+        .iter()
+        .filter(|i| {
+            let v = i["apiVersion"].as_str().unwrap_or_default();
+            !CRD_GROUPS.iter().any(|g| v.starts_with(g))
+        })
+        .collect();
+    assert!(
+        builtin.len() + certificates.len() + 1 == items.len(),
+        "only the Issuer and Certificates skipped"
+    );
+    let file = dir.join("builtin.yaml");
+    let docs: Vec<String> = builtin.iter().map(|i| format!("---\n{i}\n")).collect();
+    std::fs::write(&file, docs.concat()).expect("write");
+    for version in ["1.29.0", "1.33.0"] {
+        validate(&file, version);
+    }
+
+    let got = serde_json::to_string_pretty(&items).expect("JSON") + "\n";
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/hello-cert-manager.json");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).expect("write snapshot");
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("the snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
+    assert!(
+        got == want,
+        "the cert-manager manifests changed; review and run with UPDATE_SNAPSHOTS=1:\n{got}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -330,6 +330,7 @@ async fn host_role(
             Some(host.clone()),
             router,
             drain.clone(),
+            transport.dialer(),
         );
     }
     let shutdown = async move {
@@ -388,7 +389,14 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
             fingerprint: crate::identity::fingerprint().to_owned(),
             metrics: metrics.map(|a| a.to_string()),
         };
-        crate::discovery::spawn_link(orchestrator, registration, None, router, drain.clone());
+        crate::discovery::spawn_link(
+            orchestrator,
+            registration,
+            None,
+            router,
+            drain.clone(),
+            transport.dialer(),
+        );
     }
     let shutdown = async move {
         tokio::select! {

@@ -7,8 +7,9 @@
 //! membership it received, and the link reconnects and registers again on its own.
 //! Must not touch: how calls are sent (the router applies membership).
 //!
-//! The control protocol is one JSON object per line over TCP, each line at most
-//! [`MAX_LINE`] bytes.
+//! The control protocol is one JSON object per line, each line at most [`MAX_LINE`] bytes,
+//! over mutual TLS 1.3 when security is on (the instance's own [`Dialer`], which checks
+//! that the peer's certificate names [`ROLE_ORCHESTRATOR`]), over plain TCP when it is off.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ use tokio::sync::Notify;
 
 use crate::call::Router;
 use crate::host::Host;
+use crate::security::ROLE_ORCHESTRATOR;
+use crate::transport::Dialer;
 
 /// The longest line either side of the control protocol accepts.
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -103,6 +106,15 @@ pub struct OrchestratorConfig {
 }
 
 impl OrchestratorConfig {
+    /// The orchestrator at `addr`, with no address file and the default heartbeat.
+    pub fn new(addr: impl Into<String>) -> OrchestratorConfig {
+        OrchestratorConfig {
+            addr: addr.into(),
+            addr_file: None,
+            heartbeat: DEFAULT_HEARTBEAT,
+        }
+    }
+
     /// From `COLONY_ORCHESTRATOR`, `COLONY_ORCHESTRATOR_FILE` and `COLONY_HEARTBEAT`
     /// (milliseconds, or a duration such as `500ms`); `None` when no orchestrator is set.
     pub fn from_env() -> Option<OrchestratorConfig> {
@@ -158,12 +170,18 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Resu
 /// Keep this instance registered with its orchestrator until the process ends: register,
 /// heartbeat with its load, apply membership pushes to `router`, and signal `drain` when
 /// told to drain. Reconnects with back-off whenever the link breaks.
+///
+/// The link is opened with `dialer`, the process's own (the one its router uses): with
+/// mutual TLS it presents this process's certificate and refuses a peer whose certificate
+/// does not name [`ROLE_ORCHESTRATOR`], so an instance registers only with the real
+/// orchestrator of its cluster.
 pub fn spawn_link(
     config: OrchestratorConfig,
     registration: Registration,
     host: Option<Arc<Host>>,
     router: Arc<Router>,
     drain: Arc<Notify>,
+    dialer: Arc<dyn Dialer>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
@@ -171,6 +189,7 @@ pub fn spawn_link(
             let addr = config.current_addr();
             match link_once(
                 &addr,
+                dialer.as_ref(),
                 &config,
                 &registration,
                 host.as_deref(),
@@ -192,15 +211,15 @@ pub fn spawn_link(
 
 async fn link_once(
     addr: &str,
+    dialer: &dyn Dialer,
     config: &OrchestratorConfig,
     registration: &Registration,
     host: Option<&Host>,
     router: &Router,
     drain: &Notify,
 ) -> std::io::Result<()> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (reader, mut writer) = stream.into_split();
+    let stream = dialer.dial(addr, &[ROLE_ORCHESTRATOR]).await?;
+    let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
     write_message(&mut writer, &ToOrchestrator::Register(registration.clone())).await?;
     tracing::debug!(%addr, "registered with the orchestrator");
@@ -253,14 +272,16 @@ pub fn apply_members(router: &Router, services: &BTreeMap<String, Vec<String>>) 
     }
 }
 
-/// Write one control message as a JSON line.
+/// Write one control message as a JSON line, and flush it.
 pub async fn write_message<W: tokio::io::AsyncWrite + Unpin, M: Serialize>(
     writer: &mut W,
     message: &M,
 ) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    writer.write_all(&line).await
+    writer.write_all(&line).await?;
+    // A TLS stream may hold the record until flushed.
+    writer.flush().await
 }
 
 /// Discovery on Kubernetes: each peer whose address is a DNS name (a service's headless

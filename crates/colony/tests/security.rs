@@ -538,3 +538,90 @@ async fn openssl_without_a_client_certificate_fails_the_handshake() {
     assert_eq!(server.stats.accepted(), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// What a control-link listener saw on one connection: the first line, if any.
+async fn first_line(listener: &mut colony::security::TlsListener) -> Option<String> {
+    use colony::transport::Listener;
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .expect("the instance dials within 30s")
+        .expect("accepts");
+    let mut reader = tokio::io::BufReader::new(stream);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        colony::discovery::read_line(&mut reader),
+    )
+    .await
+    .expect("the line, or the end of the stream, within 30s")
+    .ok()
+    .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_registers_only_with_the_orchestrator_of_its_cluster() {
+    use colony::discovery::{OrchestratorConfig, Registration, spawn_link};
+    use colony::security::{ROLE_GATEWAY, ROLE_ORCHESTRATOR};
+
+    let ca = Arc::new(Ca::generate(APP).expect("a CA"));
+    let me = name("open");
+    let tls = MutualTls::from_ca(ca.clone(), APP, &[&me], CertLifetime::default()).expect("leaf");
+    let link = |addr: String| {
+        let router = Router::builder(Arc::new(tls.dialer()))
+            .build()
+            .expect("router");
+        let mut config = OrchestratorConfig::new(addr);
+        config.heartbeat = Duration::from_millis(50);
+        let registration = Registration {
+            instance: "open-1".to_owned(),
+            pid: std::process::id(),
+            addr: "127.0.0.1:1".to_owned(),
+            services: vec![me.clone()],
+            fingerprint: "test".to_owned(),
+            metrics: None,
+        };
+        spawn_link(
+            config,
+            registration,
+            None,
+            router,
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tls.dialer()),
+        )
+    };
+
+    // A member of the cluster that is not the orchestrator (here: a gateway's certificate)
+    // gets no registration: the instance hangs up after the handshake, every time.
+    let impostor = MutualTls::from_ca(ca.clone(), APP, &[ROLE_GATEWAY], CertLifetime::default())
+        .expect("leaf");
+    let mut listener = impostor
+        .bind("127.0.0.1:0", &[], CallerPolicy::new())
+        .await
+        .expect("listens");
+    let task = link(colony::transport::Listener::local_addr(&listener));
+    for _ in 0..2 {
+        assert_eq!(
+            first_line(&mut listener).await,
+            None,
+            "not a byte for an impostor"
+        );
+    }
+    task.abort();
+
+    // The orchestrator: the registration arrives, and heartbeats follow.
+    let orchestrator = MutualTls::from_ca(
+        ca.clone(),
+        APP,
+        &[ROLE_ORCHESTRATOR],
+        CertLifetime::default(),
+    )
+    .expect("leaf");
+    let mut listener = orchestrator
+        .bind("127.0.0.1:0", &[], CallerPolicy::new())
+        .await
+        .expect("listens");
+    let task = link(colony::transport::Listener::local_addr(&listener));
+    let line = first_line(&mut listener).await.expect("a registration");
+    assert!(line.contains(r#""type":"register""#), "{line}");
+    assert!(line.contains(&me), "{line}");
+    task.abort();
+}

@@ -20,16 +20,23 @@
 //! service's allow-list admits, and the host answers a call to any other service with
 //! `Forbidden`.
 //!
+//! The link to the orchestrator of `colony up` uses the same dialer, expecting the role
+//! [`ROLE_ORCHESTRATOR`]; the orchestrator listens with a [`TlsListener`] that hosts
+//! nothing (any member of the cluster completes the handshake) and reports each refusal
+//! ([`MutualTls::listener_reporting`]), then decides by identity what a peer may do: an
+//! instance registers only for the services its certificate names, and only the CLI
+//! ([`ROLE_CONTROL`]) may ask for status, scaling or a stop.
+//!
 //! # Where certificates come from
 //!
 //! - `APP serve` / `APP run` / `APP call` (with peers) find the cluster CA in
 //!   `COLONY_CA_DIR` or `./.colony` (created by `colony certs init`), issue their own
 //!   short-lived certificate with it, and renew it before it expires. Convenient on one
 //!   machine, but every instance then holds the CA key.
-//! - With an issuer (the orchestrator; Kubernetes Secrets later) the CA key stays with the
-//!   issuer: it calls [`Ca::issue`] for each instance and hands over the result as files,
-//!   `COLONY_TLS_CERT`, `COLONY_TLS_KEY` and `COLONY_TLS_CA`; the instance reloads them when
-//!   they are rewritten ([`MutualTls::from_files`]).
+//! - With an issuer (the orchestrator of `colony up --docker`; Kubernetes Secrets) the CA
+//!   key stays with the issuer: it calls [`Ca::issue`] for each instance and hands over the
+//!   result as files, `COLONY_TLS_CERT`, `COLONY_TLS_KEY` and `COLONY_TLS_CA`; the instance
+//!   reloads them when they are rewritten ([`MutualTls::from_files`]).
 //! - With neither, and TLS not turned off, a process that must talk to others stops at
 //!   start with a message that says how to create a CA.
 //!
@@ -67,12 +74,12 @@ use std::sync::Arc;
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, Ca, IssuedCert};
 pub use https::{HttpsConfig, https_server_config};
 pub use names::{
-    CallerPolicy, ROLE_CLIENT, ROLE_GATEWAY, ROLE_ORCHESTRATOR, name_of, names_in_certificate,
-    pattern_matches, spiffe_id, trust_domain,
+    CallerPolicy, ROLE_CLIENT, ROLE_CONTROL, ROLE_GATEWAY, ROLE_ORCHESTRATOR, name_of,
+    names_in_certificate, pattern_matches, spiffe_id, trust_domain,
 };
 pub use rotation::{CertLifetime, LeafFiles};
 pub use settings::{DEFAULT_CA_DIR, Mode, Settings};
-pub use tls::{ListenerStats, MutualTls, TlsDialer, TlsListener};
+pub use tls::{ListenerStats, MutualTls, RefusalReport, TlsDialer, TlsListener};
 pub use verify::Refusal;
 
 use crate::call::Peer;

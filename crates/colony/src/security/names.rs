@@ -13,8 +13,12 @@ use x509_parser::extensions::GeneralName;
 
 /// The role of a process that calls services but hosts none (`APP call`).
 pub const ROLE_CLIENT: &str = "@client";
-/// The role of the orchestrator (`colony up`) when it talks to instances.
+/// The role of the orchestrator (`colony up`) on its control link: instances check that the
+/// peer they register with carries it.
 pub const ROLE_ORCHESTRATOR: &str = "@orchestrator";
+/// The role of the `colony` CLI when it asks the orchestrator for status, scaling or a
+/// stop: the orchestrator answers such requests only from a peer that carries it.
+pub const ROLE_CONTROL: &str = "@control";
 /// The role of the HTTP gateway when it calls services.
 pub const ROLE_GATEWAY: &str = "@gateway";
 
@@ -232,6 +236,7 @@ mod tests {
             "héllo::wörld",
             "@client",
             "@orchestrator",
+            "@control",
         ] {
             let id = spiffe_id("My App", name);
             assert!(id.starts_with("spiffe://my-app/"), "{id}");

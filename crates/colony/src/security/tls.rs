@@ -244,6 +244,19 @@ impl MutualTls {
         hosted: &[&str],
         callers: CallerPolicy,
     ) -> Result<TlsListener, SecurityError> {
+        self.listener_reporting(tcp, hosted, callers, None)
+    }
+
+    /// Like [`MutualTls::listener`], and also hand every refused connection to `report`
+    /// (besides logging it), for a process that keeps its own record of refusals, such as
+    /// the orchestrator's event log. `report` runs on the handshake's task: keep it short.
+    pub fn listener_reporting(
+        &self,
+        tcp: tokio::net::TcpListener,
+        hosted: &[&str],
+        callers: CallerPolicy,
+        report: Option<RefusalReport>,
+    ) -> Result<TlsListener, SecurityError> {
         let addr = tcp
             .local_addr()
             .map_err(|e| SecurityError::Listen {
@@ -280,6 +293,7 @@ impl MutualTls {
             hosted,
             callers,
             stats: stats.clone(),
+            report,
         });
         let task = tokio::runtime::Handle::try_current()
             .map_err(|_| SecurityError::Config {
@@ -347,12 +361,21 @@ impl Dialer for TlsDialer {
                 .map(String::as_str)
                 .collect();
             if !missing.is_empty() {
-                let reason = format!(
-                    "refused the instance at {addr}: it does not host service `{}` (its \
-                     certificate names {}); check the peer addresses (--peer, COLONY_PEERS)",
-                    missing.join("`, `"),
-                    names.join(", ")
-                );
+                let reason = if missing.iter().all(|m| m.starts_with('@')) {
+                    format!(
+                        "refused the peer at {addr}: it is not the `{}` (its certificate names \
+                         {}); check the address it was given (COLONY_ORCHESTRATOR)",
+                        missing.join("`, `"),
+                        names.join(", ")
+                    )
+                } else {
+                    format!(
+                        "refused the instance at {addr}: it does not host service `{}` (its \
+                         certificate names {}); check the peer addresses (--peer, COLONY_PEERS)",
+                        missing.join("`, `"),
+                        names.join(", ")
+                    )
+                };
                 tracing::warn!(%addr, refusal = %Refusal::WrongIdentity, %reason, "refused the instance");
                 return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason));
             }
@@ -432,12 +455,17 @@ impl Listener for TlsListener {
     }
 }
 
+/// Receives each connection a [`TlsListener`] refused: the peer's address, the kind of
+/// refusal, and a sentence that says why and what to do.
+pub type RefusalReport = Arc<dyn Fn(&str, Refusal, &str) + Send + Sync>;
+
 /// What the accept loop needs to admit a caller after its handshake.
 struct Admission {
     app: String,
     hosted: Vec<String>,
     callers: CallerPolicy,
     stats: Arc<ListenerStats>,
+    report: Option<RefusalReport>,
 }
 
 impl Admission {
@@ -461,6 +489,9 @@ impl Admission {
     fn refuse(&self, peer: &str, kind: Refusal, reason: &str) {
         self.stats.refused[kind.index()].fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%peer, refusal = %kind, %reason, "refused connection");
+        if let Some(report) = &self.report {
+            report(peer, kind, reason);
+        }
     }
 }
 

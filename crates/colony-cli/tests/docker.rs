@@ -1,0 +1,363 @@
+//! `colony up --docker` for real: the fixture app of `tests/e2e` as containers on a
+//! private Docker network, with mutual TLS, a request through the published gateway, and a
+//! `docker kill` under steady load. Skipped, saying so, only where `docker info` fails.
+//! Tests poll with deadlines; none asserts on time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const COLONY: &str = env!("CARGO_BIN_EXE_colony");
+const ECHO: &str = "colony_e2e::services::basic::echo";
+
+/// The fixture app's binary.
+fn app() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args(["build", "-p", "colony-e2e", "--message-format=json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "the fixture app builds");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "colony-e2e")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("the fixture app's executable")
+}
+
+fn docker_engine() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A `colony up --docker` cluster; `colony down` when dropped.
+struct Cluster {
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn colony(&self, args: &[&str]) -> Output {
+        Command::new(COLONY)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("colony runs")
+    }
+
+    fn path(&self) -> &str {
+        self.dir.to_str().expect("utf-8")
+    }
+
+    fn status(&self) -> Value {
+        let out = self.colony(&["status", self.path(), "--json"]);
+        assert!(out.status.success(), "colony status: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let out = self.colony(&["status", self.path(), "--events", "--json"]);
+        assert!(
+            out.status.success(),
+            "colony status --events: {}",
+            stderr(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("events JSON")
+    }
+
+    fn healthy(&self, service: &str) -> Vec<Value> {
+        self.status()["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == service).cloned())
+            .and_then(|s| s["instances"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i["state"] == "healthy")
+            .collect()
+    }
+
+    fn wait_until(&self, what: &str, within: Duration, mut cond: impl FnMut(&Cluster) -> bool) {
+        let deadline = Instant::now() + within;
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}; status: {}\nevents: {:#?}",
+                self.status(),
+                self.events()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The cluster's name: its network and its containers' label.
+    fn name(&self) -> String {
+        let state: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.join(".colony/docker.json")).expect("docker.json"),
+        )
+        .expect("docker.json parses");
+        state["name"].as_str().expect("a name").to_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.colony(&["down", self.path()]);
+    }
+}
+
+/// A minimal HTTP/1.1 POST: the status code and the body (0 when the exchange failed).
+fn http_post(url: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return (0, "the gateway did not accept the connection".to_owned());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, "the request could not be sent".to_owned());
+    }
+    let mut response = String::new();
+    if let Err(e) = stream.read_to_string(&mut response) {
+        return (0, format!("the answer could not be read: {e}"));
+    }
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn labelled(name: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "--all",
+        "--quiet",
+        "--filter",
+        &format!("label=dev.colony.cluster={name}"),
+    ])
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn a_docker_cluster_serves_through_its_gateway_and_replaces_a_killed_container() {
+    if !docker_engine() {
+        eprintln!(
+            "SKIPPED: `docker info` fails, so there is no Docker engine to run `colony up --docker` on"
+        );
+        return;
+    }
+    let app = app();
+    let dir = std::env::temp_dir().join(format!("colony-docker-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(
+        dir.join("colony.toml"),
+        format!(
+            "[cluster]\nheartbeat = \"300ms\"\n\n[defaults]\nmin_instances = 0\n\n\
+             [services.\"{ECHO}\"]\nmin_instances = 2\n"
+        ),
+    )
+    .expect("colony.toml");
+    let up = Command::new(COLONY)
+        .arg("up")
+        .arg(&dir)
+        .arg("--app-binary")
+        .arg(&app)
+        .args(["--docker", "--detach", "--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("colony up runs");
+    let cluster = Cluster { dir };
+    assert!(up.status.success(), "colony up --docker: {}", stderr(&up));
+
+    // Every instance and the gateway is a container of the cluster, on its network, with
+    // mutual TLS.
+    let name = cluster.name();
+    assert_eq!(
+        labelled(&name).len(),
+        3,
+        "two echo instances and the gateway"
+    );
+    assert_eq!(
+        docker(&[
+            "network",
+            "ls",
+            "--quiet",
+            "--filter",
+            &format!("name=^{name}$")
+        ])
+        .lines()
+        .count(),
+        1
+    );
+    let control: Value = serde_json::from_slice(
+        &std::fs::read(cluster.dir.join(".colony/orchestrator.json")).expect("control"),
+    )
+    .expect("control JSON");
+    assert_eq!(control["tls"], true, "{control}");
+    let log = std::fs::read_to_string(cluster.dir.join(".colony/logs/echo-1.log"))
+        .expect("the first instance's log");
+    assert!(log.contains("mutual TLS on"), "{log}");
+
+    // A request through the gateway, published on 127.0.0.1.
+    let url = cluster.status()["gateway"]
+        .as_str()
+        .expect("a gateway URL")
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (status, body) = http_post(&url, "/colony_e2e/services/basic/echo", r#"{"text": "hi"}"#);
+    assert_eq!((status, body.trim()), (200, r#""hi""#));
+
+    // Steady load, one request after another on each of two clients.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let (stop, ok, url) = (stop.clone(), ok.clone(), url.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let text = format!("c{c}-{i}");
+                    let (status, body) = http_post(
+                        &url,
+                        "/colony_e2e/services/basic/echo",
+                        &format!(r#"{{"text": "{text}"}}"#),
+                    );
+                    if status == 200 && body.trim() == format!("\"{text}\"") {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failures.push(format!("{status}: {body}"));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let wait_for_requests = |n: u64, what: &str| {
+        let target = ok.load(Ordering::SeqCst) + n;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while ok.load(Ordering::SeqCst) < target {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_requests(20, "requests before the kill");
+
+    let victim = cluster.healthy(ECHO)[0].clone();
+    let container = victim["container"]
+        .as_str()
+        .expect("a container")
+        .to_owned();
+    docker(&["kill", &container]);
+    cluster.wait_until(
+        "the killed container is replaced",
+        Duration::from_secs(120),
+        |c| {
+            let healthy = c.healthy(ECHO);
+            healthy.len() == 2 && healthy.iter().all(|i| i["id"] != victim["id"])
+        },
+    );
+    wait_for_requests(20, "requests after the replacement");
+    stop.store(true, Ordering::SeqCst);
+    let failures: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("a client"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:#?}",
+        failures.len(),
+        failures.len() as u64 + ok.load(Ordering::SeqCst)
+    );
+    assert!(
+        cluster
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "crashed" && e["instance"] == victim["id"]),
+        "the kill is an event"
+    );
+
+    // `colony down` removes the containers and the network.
+    let out = cluster.colony(&["down", cluster.path()]);
+    assert!(out.status.success(), "colony down: {}", stderr(&out));
+    assert!(labelled(&name).is_empty(), "no container is left");
+    assert_eq!(
+        docker(&[
+            "network",
+            "ls",
+            "--quiet",
+            "--filter",
+            &format!("name=^{name}$")
+        ]),
+        "",
+        "the network is gone"
+    );
+}
+
+#[test]
+fn without_a_docker_engine_up_docker_says_what_to_do() {
+    let dir = std::env::temp_dir().join(format!("colony-no-docker-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // An engine address where nothing listens.
+    let out = Command::new(COLONY)
+        .arg("up")
+        .arg(&dir)
+        .arg("--app-binary")
+        .arg(app())
+        .args(["--docker", "--detach"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stdin(Stdio::null())
+        .output()
+        .expect("colony up runs");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("`colony up --docker` needs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!Path::new(&dir).join(".colony/orchestrator.pid").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
