@@ -42,6 +42,7 @@ mod measure;
 mod raw_tcp;
 mod report;
 mod runtimes;
+mod scale;
 mod variants;
 
 use std::process::ExitCode;
@@ -54,6 +55,7 @@ use crate::report::{Report, Row, names};
 use crate::runtimes::{Placement, Server, on, runtime, runtime_with, tokio_listener};
 
 const USAGE: &str = "usage: colony-bench [--quick] [--json] [--only TEXT] [--cpus split|shared|os]
+       colony-bench --scale [--quick]
 
   --quick        one short round (well under a minute), noisier figures
   --json         print the figures as a JSON array of {name, p50_us, p99_us, rps}
@@ -61,12 +63,16 @@ const USAGE: &str = "usage: colony-bench [--quick] [--json] [--only TEXT] [--cpu
                  e.g. to profile one of them; ratios need the floor
   --cpus MODE    shared (default): every thread pinned to one CPU, so client and server
                  take turns on it; split: the client's thread on one CPU, the servers'
-                 on another; os: no pinning";
+                 on another; os: no pinning
+  --scale        instead: the time from a load spike to a new instance serving, under
+                 `colony up` (3 trials, 1 with --quick); needs
+                 `cargo build --release -p colony-cli -p colony-e2e` first";
 
 /// What the command line asked for.
 #[derive(Debug)]
 struct Options {
     quick: bool,
+    scale: bool,
     json: bool,
     only: Option<String>,
     placement: Placement,
@@ -95,6 +101,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if options.scale {
+        return match scale::run(if options.quick { 1 } else { 3 }) {
+            Ok(report) => {
+                print!("{}", report.text());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("colony-bench --scale: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&options) {
         Ok(report) => {
             if options.json {
@@ -117,6 +135,7 @@ fn parse_args(
 ) -> std::result::Result<Option<Options>, String> {
     let mut options = Options {
         quick: false,
+        scale: false,
         json: false,
         only: None,
         placement: Placement::Shared,
@@ -124,6 +143,7 @@ fn parse_args(
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--scale" => options.scale = true,
             "--json" => options.json = true,
             "--only" => {
                 let text = args.next().ok_or("--only needs a value")?;
