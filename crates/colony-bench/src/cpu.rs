@@ -6,13 +6,43 @@
 //! on a 2-CPU machine skews every figure.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
-/// CPU time of each of this process's threads, summed by thread name, in ns.
+/// Child processes whose threads [`threads_ns`] counts too (the gateway row's echo
+/// process).
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Count the threads of the child process `pid` in [`threads_ns`] until [`forget_child`].
+pub(crate) fn watch_child(pid: u32) {
+    if let Ok(mut children) = CHILDREN.lock() {
+        children.push(pid);
+    }
+}
+
+/// Stop counting the threads of the child process `pid`.
+pub(crate) fn forget_child(pid: u32) {
+    if let Ok(mut children) = CHILDREN.lock() {
+        children.retain(|&p| p != pid);
+    }
+}
+
+/// CPU time of each of this process's threads, and of the watched children's, summed by
+/// thread name, in ns.
 pub(crate) fn threads_ns() -> HashMap<String, u64> {
     let mut by_name = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return by_name;
+    add_threads("/proc/self/task", &mut by_name);
+    let children = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
+    for pid in children {
+        add_threads(&format!("/proc/{pid}/task"), &mut by_name);
+    }
+    by_name
+}
+
+/// Add the CPU time of the threads listed under `dir` to `by_name`.
+fn add_threads(dir: &str, by_name: &mut HashMap<String, u64>) {
+    let Ok(tasks) = std::fs::read_dir(dir) else {
+        return;
     };
     for task in tasks.flatten() {
         let path = task.path();
@@ -24,7 +54,6 @@ pub(crate) fn threads_ns() -> HashMap<String, u64> {
             *by_name.entry(name.trim().to_owned()).or_insert(0) += ns;
         }
     }
-    by_name
 }
 
 /// CPU time per call of the threads named `client` and `server`, in µs, between two
@@ -43,8 +72,12 @@ pub(crate) fn per_call_us(
     Some(CpuPerCall {
         client_us: spent(client)?,
         server_us: spent(server)?,
+        child_us: spent(CHILD_THREAD),
     })
 }
+
+/// The thread name of the gateway row's echo process (at most 15 bytes, as `/proc` keeps).
+pub(crate) const CHILD_THREAD: &str = "bench-child";
 
 /// CPU time spent per call on each side.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +86,15 @@ pub(crate) struct CpuPerCall {
     pub(crate) client_us: f64,
     /// The server's thread, µs per call.
     pub(crate) server_us: f64,
+    /// A child process's threads, µs per call, for a row that has one.
+    pub(crate) child_us: Option<f64>,
+}
+
+impl CpuPerCall {
+    /// All the CPU a call took, every side together, µs.
+    pub(crate) fn total_us(&self) -> f64 {
+        self.client_us + self.server_us + self.child_us.unwrap_or(0.0)
+    }
 }
 
 /// What the machine did while the run went on.
@@ -116,14 +158,15 @@ fn machine_ticks() -> Option<(u64, u64)> {
     Some((busy, field(7)))
 }
 
-/// This process's user and system ticks, from `/proc/self/stat`.
+/// This process's user and system ticks, its finished children's included, from
+/// `/proc/self/stat`.
 fn own_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The command name may hold spaces; the fields after it are plain numbers.
     let rest = &stat[stat.rfind(')')? + 1..];
     let v: Vec<&str> = rest.split_whitespace().collect();
-    // After `)`: state is field 3 of the man page, so utime (14) and stime (15) are 11, 12.
-    let utime: u64 = v.get(11)?.parse().ok()?;
-    let stime: u64 = v.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    // After `)`: state is field 3 of the man page, so utime (14) and stime (15) are 11, 12,
+    // and the waited-for children's, cutime (16) and cstime (17), 13 and 14.
+    let ticks = |i: usize| v.get(i).and_then(|x| x.parse::<u64>().ok());
+    Some(ticks(11)? + ticks(12)? + ticks(13)? + ticks(14)?)
 }

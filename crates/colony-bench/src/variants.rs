@@ -215,14 +215,17 @@ impl EchoProcess {
         let addr = line.trim().to_owned();
         if addr.is_empty() {
             let _ = child.kill();
+            let _ = child.wait();
             return Err("the echo process exited before it listened".into());
         }
+        crate::cpu::watch_child(child.id());
         Ok(EchoProcess { child, addr })
     }
 }
 
 impl Drop for EchoProcess {
     fn drop(&mut self) {
+        crate::cpu::forget_child(self.child.id());
         // Closing its stdin tells the child to exit; kill it in case it does not.
         drop(self.child.stdin.take());
         let _ = self.child.kill();
@@ -237,7 +240,7 @@ pub(crate) const SERVE_ECHO: &str = "--serve-echo";
 /// named by the next argument, if any), print the address, serve until stdin closes.
 pub(crate) fn serve_echo_process(cpu: Option<&str>) -> Result<()> {
     let cpu = cpu.map(str::parse::<usize>).transpose()?;
-    let rt = crate::runtimes::runtime("bench-echo-child", cpu)?;
+    let rt = crate::runtimes::runtime(crate::cpu::CHILD_THREAD, cpu)?;
     let addr = crate::runtimes::on(&rt, async {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr();

@@ -472,6 +472,14 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
         }],
         "volumes": volumes,
     });
+    if let Some(affinity) = node_affinity(s) {
+        pod_spec["affinity"] = json!({"nodeAffinity": affinity});
+    }
+    if s.burst.value {
+        pod_spec["tolerations"] = json!([{
+            "key": BURST_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule",
+        }]);
+    }
     if let Some(max) = s.max_per_host.value {
         // At most `max_per_host` on a node: a skew of `max` against nodes with none.
         pod_spec["topologySpreadConstraints"] = json!([{
@@ -551,6 +559,33 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
         }),
     ]
+}
+
+/// The node label (and taint) of burst capacity: nodes an app uses only when the others
+/// are full, such as a cloud node pool that scales from zero.
+const BURST_LABEL: &str = "colony.dev/burst";
+
+/// Preferred node affinity: each `prefer_nodes` label weighs less than the one before it;
+/// with `burst`, nodes without the burst label weigh most, so burst nodes take instances
+/// only when the others cannot.
+fn node_affinity(s: &ServiceSettings) -> Option<Value> {
+    let mut preferred = Vec::new();
+    if s.burst.value {
+        preferred.push(json!({
+            "weight": 100,
+            "preference": {"matchExpressions": [{"key": BURST_LABEL, "operator": "DoesNotExist"}]},
+        }));
+    }
+    for (i, label) in s.prefer_nodes.value.iter().enumerate() {
+        let (key, value) = label.split_once('=').unwrap_or((label, ""));
+        let weight = 90_i64.saturating_sub(10 * i as i64).max(10);
+        preferred.push(json!({
+            "weight": weight,
+            "preference": {"matchExpressions": [{"key": key, "operator": "In", "values": [value]}]},
+        }));
+    }
+    (!preferred.is_empty())
+        .then(|| json!({"preferredDuringSchedulingIgnoredDuringExecution": preferred}))
 }
 
 fn gateway_objects(services: &[&Value], opts: &Options, peers: &str) -> Vec<Value> {

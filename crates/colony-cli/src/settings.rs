@@ -50,6 +50,12 @@ pub(crate) struct ServiceSettings {
     pub(crate) threads: Setting<Option<u32>>,
     pub(crate) pin_cores: Setting<bool>,
     pub(crate) max_per_host: Setting<Option<u32>>,
+    /// Node labels (`key=value`) this service prefers, most preferred first (Kubernetes:
+    /// weighted node affinity).
+    pub(crate) prefer_nodes: Setting<Vec<String>>,
+    /// Whether instances may also run on burst capacity (Kubernetes: nodes labelled and
+    /// tainted `colony.dev/burst=true`), used only when the other nodes are full.
+    pub(crate) burst: Setting<bool>,
 }
 
 impl ServiceSettings {
@@ -117,6 +123,8 @@ struct ServiceToml {
     threads: Option<u32>,
     pin_cores: Option<bool>,
     max_per_host: Option<u32>,
+    prefer_nodes: Option<Vec<String>>,
+    burst: Option<bool>,
     /// Read by the instances' security settings: who may call this service.
     #[allow(dead_code)]
     callers: Option<Vec<String>>,
@@ -128,6 +136,35 @@ const DEFAULT_CAPACITY: u32 = 64;
 const DEFAULT_HIGH: f64 = 0.8;
 const DEFAULT_LOW: f64 = 0.2;
 const DEFAULT_MAX: u32 = 8;
+
+/// A `prefer_nodes` entry must be a Kubernetes node label `key=value`.
+fn check_node_label(service: &str, label: &str) -> anyhow::Result<()> {
+    let fail = |why: &str| {
+        anyhow::anyhow!(
+            "`{service}`: prefer_nodes entry `{label}` {why}; write node labels as `key=value`, \
+             such as `disktype=ssd` or `topology.kubernetes.io/zone=eu-west-1a`"
+        )
+    };
+    let (key, value) = label
+        .split_once('=')
+        .ok_or_else(|| fail("is not key=value"))?;
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 63
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !name_ok(name) || prefix.len() > 253 || (key.contains('/') && prefix.is_empty()) {
+        return Err(fail("has an invalid key"));
+    }
+    if !(value.is_empty() || name_ok(value)) {
+        return Err(fail("has an invalid value"));
+    }
+    Ok(())
+}
 
 /// Parse `250ms`, `5s`, `2m` into milliseconds.
 pub(crate) fn parse_ms(field: &str, s: &str) -> anyhow::Result<u64> {
@@ -187,7 +224,7 @@ pub(crate) fn resolve(
             anyhow::anyhow!(
                 "{} is malformed: {}\nallowed: security, cert_lifetime, cert_renew_before; [cluster] heartbeat; [defaults] and [services.\"NAME\"] min_instances, \
                  max_instances, high_watermark, low_watermark, cooldown, capacity, threads, pin_cores, \
-                 max_per_host, callers",
+                 max_per_host, prefer_nodes, burst, callers",
                 path.display(),
                 e.to_string().trim()
             )
@@ -249,6 +286,10 @@ pub(crate) fn resolve(
             threads: own.and_then(|o| o.threads).or(defaults.threads),
             pin_cores: own.and_then(|o| o.pin_cores).or(defaults.pin_cores),
             max_per_host: own.and_then(|o| o.max_per_host).or(defaults.max_per_host),
+            prefer_nodes: own
+                .and_then(|o| o.prefer_nodes.clone())
+                .or_else(|| defaults.prefer_nodes.clone()),
+            burst: own.and_then(|o| o.burst).or(defaults.burst),
             callers: None,
         };
         let pick_u32 = |key: &str,
@@ -319,18 +360,40 @@ pub(crate) fn resolve(
         if let Some(c) = env(&var) {
             cooldown_ms = Setting::new(parse_ms(&var, &c)?, Source::Env);
         }
-        let mut pin_cores = Setting::new(false, Source::Default);
-        if let Some(p) = file.pin_cores {
-            pin_cores = Setting::new(p, Source::ColonyToml);
+        let pick_bool = |key: &str, file: Option<bool>| -> anyhow::Result<Setting<bool>> {
+            let mut s = Setting::new(false, Source::Default);
+            if let Some(p) = file {
+                s = Setting::new(p, Source::ColonyToml);
+            }
+            let var = env_name(name, key);
+            if let Some(p) = env(&var) {
+                let p = match p.trim() {
+                    "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" => false,
+                    other => bail!("{var}={other}: {key} must be true or false"),
+                };
+                s = Setting::new(p, Source::Env);
+            }
+            Ok(s)
+        };
+        let pin_cores = pick_bool("pin_cores", file.pin_cores)?;
+        let burst = pick_bool("burst", file.burst)?;
+        let mut prefer_nodes = Setting::new(Vec::new(), Source::Default);
+        if let Some(p) = &file.prefer_nodes {
+            prefer_nodes = Setting::new(p.clone(), Source::ColonyToml);
         }
-        let var = env_name(name, "pin_cores");
+        let var = env_name(name, "prefer_nodes");
         if let Some(p) = env(&var) {
-            let p = match p.trim() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                other => bail!("{var}={other}: pin_cores must be true or false"),
-            };
-            pin_cores = Setting::new(p, Source::Env);
+            let list = p
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            prefer_nodes = Setting::new(list, Source::Env);
+        }
+        for label in &prefer_nodes.value {
+            check_node_label(name, label)?;
         }
 
         let settings = ServiceSettings {
@@ -343,6 +406,8 @@ pub(crate) fn resolve(
             threads,
             pin_cores,
             max_per_host,
+            prefer_nodes,
+            burst,
         };
         validate(name, &settings)?;
         out.insert(name.to_owned(), settings);
@@ -455,6 +520,14 @@ mod tests {
                 "above max_instances",
             ),
             ("[cluster]\nheartbeat = \"soon\"\n", "not a duration"),
+            (
+                "[services.\"a::b\"]\nprefer_nodes = [\"ssd\"]\n",
+                "prefer_nodes entry `ssd` is not key=value",
+            ),
+            (
+                "[services.\"a::b\"]\nprefer_nodes = [\"-bad-=x\"]\n",
+                "invalid key",
+            ),
             ("this is not toml", "malformed"),
         ] {
             std::fs::write(dir.join("colony.toml"), toml).expect("write");

@@ -102,7 +102,9 @@ fn manifests_validate_against_kubernetes_1_29_and_1_33() {
         let dir = scratch(package);
         std::fs::write(
             dir.join("colony.toml"),
-            "[services.\"hello::names::normalize\"]\nmax_per_host = 1\nthreads = 2\n",
+            "[services.\"hello::names::normalize\"]\nmax_per_host = 1\nthreads = 2\n\
+             prefer_nodes = [\"disktype=ssd\", \"topology.kubernetes.io/zone=eu-west-1a\"]\n\
+             burst = true\n",
         )
         .expect("write");
         if package == "colony-e2e" {
@@ -120,6 +122,21 @@ fn manifests_validate_against_kubernetes_1_29_and_1_33() {
             assert!(out.status.success(), "{}", stderr(&out));
             let file = dir.join(format!("{name}.yaml"));
             std::fs::write(&file, &out.stdout).expect("write");
+            if package == "hello" {
+                // Preferred nodes and burst capacity: weighted node affinity, in order, and
+                // a toleration of the burst nodes' taint.
+                let yaml = String::from_utf8_lossy(&out.stdout);
+                for needle in [
+                    "preferredDuringSchedulingIgnoredDuringExecution",
+                    "colony.dev/burst",
+                    "DoesNotExist",
+                    "disktype",
+                    "topology.kubernetes.io/zone",
+                    "NoSchedule",
+                ] {
+                    assert!(yaml.contains(needle), "{needle} in:\n{yaml}");
+                }
+            }
             if name == "k8s" {
                 for version in ["1.29.0", "1.33.0"] {
                     validate(&file, version);

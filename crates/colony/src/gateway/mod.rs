@@ -30,9 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -57,6 +58,61 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACERESPONSE: &str = "traceresponse";
 /// The longest request id kept; a longer or non-printable one is replaced by a fresh id.
 const MAX_REQUEST_ID: usize = 200;
+
+// The same names as header names, made once: looking a header up or inserting it by a
+// `&str` parses and validates the name on every request.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
+const TIMEOUT_HEADER: HeaderName = HeaderName::from_static(TIMEOUT);
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACERESPONSE_HEADER: HeaderName = HeaderName::from_static(TRACERESPONSE);
+
+/// Whether a caller's `x-request-id` is kept: 1 to [`MAX_REQUEST_ID`] printable ASCII
+/// characters, no spaces.
+fn is_request_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= MAX_REQUEST_ID && value.iter().all(u8::is_ascii_graphic)
+}
+
+/// Why a request's body could not be read.
+enum BodyError {
+    /// It is longer than the limit.
+    TooLarge,
+    /// The connection failed, or the body is malformed.
+    Read(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The whole body, up to `max` bytes. A body that arrives in one piece (most do) is kept
+/// as it came, with no copy.
+async fn read_body<B>(body: B, max: usize) -> Result<Bytes, BodyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first = Bytes::new();
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.into()))?;
+        // Trailers carry no arguments.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let so_far = joined.as_ref().map_or(first.len(), |j| j.len());
+        if so_far.saturating_add(data.len()) > max {
+            return Err(BodyError::TooLarge);
+        }
+        if let Some(j) = joined.as_mut() {
+            j.extend_from_slice(&data);
+        } else if first.is_empty() {
+            first = data;
+        } else if !data.is_empty() {
+            let mut j = bytes::BytesMut::with_capacity(first.len() + data.len());
+            j.extend_from_slice(&first);
+            j.extend_from_slice(&data);
+            joined = Some(j);
+        }
+    }
+    Ok(joined.map_or(first, bytes::BytesMut::freeze))
+}
 
 /// Settings of a [`Gateway`].
 #[derive(Debug, Clone)]
@@ -167,67 +223,82 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let request_id = request
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID)
-            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
-            .map_or_else(crate::client::new_request_id, str::to_owned);
+        let (parts, body) = request.into_parts();
+        // The caller's id when it is a sensible one (its header value is reused as it
+        // came, no copy), else a fresh one.
+        let given = parts
+            .headers
+            .get(&REQUEST_ID_HEADER)
+            .filter(|v| is_request_id(v.as_bytes()));
+        let mut fresh = [0u8; 64];
+        let (request_id, id_header) = match given {
+            Some(v) => (v.to_str().unwrap_or_default(), Some(v.clone())),
+            None => {
+                let id = crate::telemetry::hex_into(&fastrand::u128(..).to_be_bytes(), &mut fresh);
+                (id, HeaderValue::from_str(id).ok())
+            }
+        };
         // A debug span costs nothing at the default level; the lines the gateway logs at
         // info and above name the request themselves.
         let span = tracing::debug_span!(
             "http",
             request_id = %request_id,
-            method = %request.method(),
-            path = %request.uri().path(),
+            method = %parts.method,
+            path = %parts.uri.path(),
         );
         // The request's trace continues the caller's `traceparent`, or starts here; the
         // calls it makes are children of its span, and its log lines carry the trace id.
-        let traceparent = request
-            .headers()
-            .get(TRACEPARENT)
+        let traceparent = parts
+            .headers
+            .get(&TRACEPARENT_HEADER)
             .and_then(|v| v.to_str().ok());
         // Only a caller that traces gets `traceresponse`: it is for its tracing system, and
         // a client with none can find the request's lines by its `x-request-id`.
         let caller_traces = traceparent.is_some();
         let http = crate::telemetry::HttpSpan::start(
             traceparent,
-            request.method().as_str(),
-            request.uri().path(),
-            &request_id,
+            parts.method.as_str(),
+            parts.uri.path(),
+            request_id,
         );
-        let ctx = http.context(&request_id);
-        let answer = async move {
-            let started = Instant::now();
-            let mut response = self.respond(request, &request_id).await;
-            let status = response.status();
-            let elapsed = started.elapsed();
-            if status.is_server_error() {
-                tracing::warn!(request_id, status = status.as_u16(), ?elapsed, "answered");
-            } else {
-                tracing::debug!(status = status.as_u16(), ?elapsed, "answered");
+        let ctx = http.context(request_id);
+        let parts = &parts;
+        // One allocation for the request's whole state machine, so that it is built in
+        // place once instead of being moved, a few kilobytes at a time, through each
+        // wrapper (the context scope, the span, hyper's dispatcher).
+        let answer = Box::pin(
+            async move {
+                let started = Instant::now();
+                let mut response = self.respond(parts, body, request_id).await;
+                let status = response.status();
+                let elapsed = started.elapsed();
+                if status.is_server_error() {
+                    tracing::warn!(request_id, status = status.as_u16(), ?elapsed, "answered");
+                } else {
+                    tracing::debug!(status = status.as_u16(), ?elapsed, "answered");
+                }
+                let headers = response.headers_mut();
+                if let Some(v) = id_header {
+                    headers.insert(REQUEST_ID_HEADER, v);
+                }
+                if caller_traces && let Ok(v) = HeaderValue::from_str(&http.traceparent()) {
+                    headers.insert(TRACERESPONSE_HEADER, v);
+                }
+                http.finish(status.as_u16());
+                response
             }
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID, v);
-            }
-            if caller_traces && let Ok(v) = HeaderValue::from_str(&http.traceparent()) {
-                response.headers_mut().insert(TRACERESPONSE, v);
-            }
-            http.finish(status.as_u16());
-            response
-        }
-        .instrument(span);
+            .instrument(span),
+        );
         crate::context::scope(ctx, answer).await
     }
 
-    async fn respond<B>(&self, request: Request<B>, request_id: &str) -> HttpResponse
+    async fn respond<B>(&self, parts: &Parts, body: B, request_id: &str) -> HttpResponse
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let inner = &*self.inner;
-        let path = request.uri().path().to_owned();
+        let path = parts.uri.path();
         let Ok(_permit) = inner.in_flight.try_acquire() else {
             return Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -236,28 +307,22 @@ impl Gateway {
                     inner.config.max_concurrent
                 ),
             )
-            .into_response(&path);
+            .into_response(path);
         };
-        let (target, params) = match inner.api.lookup(request.method(), &path) {
-            Lookup::Found(target, params) => (
-                target,
-                params
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect::<Vec<_>>(),
-            ),
+        let (target, params) = match inner.api.lookup(&parts.method, path) {
+            Lookup::Found(target, params) => (target, params),
             Lookup::WrongMethod(allowed) => {
                 let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
                 let mut p = Problem::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     format!(
                         "`{path}` does not take {}; it takes {}",
-                        request.method(),
+                        parts.method,
                         allow.join(", ")
                     ),
                 );
                 p.allow = Some(allow.join(", "));
-                return p.into_response(&path);
+                return p.into_response(path);
             }
             Lookup::NotFound => {
                 return Problem::new(
@@ -266,13 +331,13 @@ impl Gateway {
                         "no route matches `{path}`; the routes are listed at / and /openapi.json"
                     ),
                 )
-                .into_response(&path);
+                .into_response(path);
             }
         };
         match target {
             Target::Index => {
-                let host = request
-                    .headers()
+                let host = parts
+                    .headers
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .filter(|h| {
@@ -289,20 +354,23 @@ impl Gateway {
             Target::Service(i) => {
                 let route = &inner.api.routes[i];
                 let entry = route.entry;
-                match self.call(route, &params, request, request_id).await {
+                match self.call(route, &params, parts, body, request_id).await {
                     Ok(response) => response,
-                    Err(problem) => problem.for_service(entry.name).into_response(&path),
+                    Err(problem) => problem.for_service(entry.name).into_response(path),
                 }
             }
         }
     }
 
     /// Read the request's arguments, call the service (retrying), and answer.
+    ///
+    /// Runs inside the request's context, which carries its id to the calls it makes.
     async fn call<B>(
         &self,
         route: &route::Route,
-        params: &[(String, String)],
-        request: Request<B>,
+        params: &[(&str, &str)],
+        parts: &Parts,
+        body: B,
         request_id: &str,
     ) -> Result<HttpResponse, Problem>
     where
@@ -311,7 +379,7 @@ impl Gateway {
     {
         let inner = &*self.inner;
         let entry = route.entry;
-        let timeout = match request.headers().get(TIMEOUT) {
+        let timeout = match parts.headers.get(&TIMEOUT_HEADER) {
             Some(v) => {
                 let text = v.to_str().unwrap_or("");
                 match crate::app::parse_duration(text) {
@@ -338,54 +406,46 @@ impl Gateway {
                 format!("the body is larger than the gateway's limit of {max} bytes"),
             )
         };
-        let announced = request
-            .headers()
+        let announced = parts
+            .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if announced.is_some_and(|n| n > max as u64) {
             return Err(too_large());
         }
-        let query = request.uri().query().map(str::to_owned);
-        let body = match Limited::new(request.into_body(), max).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Err(e) => {
+        let body = match read_body(body, max).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => return Err(too_large()),
+            Err(BodyError::Read(e)) => {
                 return Err(Problem::bad_request(format!(
                     "the body could not be read: {e}"
                 )));
             }
         };
-        let path: Vec<(&str, &str)> = params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let args = route::gather_args(route, &path, query.as_deref(), &body)
+        let args = route::gather_args(route, params, parts.uri.query(), &body)
             .map_err(Problem::bad_request)?;
         let payload = (entry.json_to_args)(args).map_err(Problem::bad_request)?;
         let mut attempts = inner.retrier.begin(Some(deadline));
-        let reply = crate::context::with_request_id(request_id, async {
-            loop {
-                let attempt = attempts.number();
-                match self.dispatch(entry, &payload, deadline, attempt).await {
-                    Err(e) if e.is_retryable() => match attempts.next().await {
-                        Ok(()) => tracing::info!(
-                            request_id,
-                            service = entry.name,
-                            attempt = attempts.number(),
-                            error = %e,
-                            "retrying on another instance"
-                        ),
-                        Err(why) => {
-                            tracing::debug!(request_id, error = %e, ?why, "not retrying");
-                            return Err(e);
-                        }
-                    },
-                    other => return other,
-                }
+        let reply = loop {
+            let attempt = attempts.number();
+            match self.dispatch(entry, &payload, deadline, attempt).await {
+                Err(e) if e.is_retryable() => match attempts.next().await {
+                    Ok(()) => tracing::info!(
+                        request_id,
+                        service = entry.name,
+                        attempt = attempts.number(),
+                        error = %e,
+                        "retrying on another instance"
+                    ),
+                    Err(why) => {
+                        tracing::debug!(request_id, error = %e, ?why, "not retrying");
+                        break Err(e);
+                    }
+                },
+                other => break other,
             }
-        })
-        .await;
+        };
         let tries = attempts.number() + 1;
         match reply {
             Ok(Reply::Ok(bytes)) => match (entry.ok_to_json_bytes)(&bytes) {

@@ -338,8 +338,8 @@ pub(super) fn gather_args(
             ));
         }
     }
-    let in_body: Vec<String> = args.keys().cloned().collect();
     if let Some(query) = query {
+        let in_body: Vec<String> = args.keys().cloned().collect();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = decode_query(key)?;

@@ -36,6 +36,8 @@ pub use log::{LogFormat, LogLayer};
 pub(crate) use trace::CallSpan;
 #[cfg(feature = "gateway")]
 pub(crate) use trace::HttpSpan;
+#[cfg(feature = "gateway")]
+pub(crate) use trace::hex_into;
 pub(crate) use trace::push_hex;
 pub use trace::{
     DEFAULT_SAMPLE_RATIO, Sampler, format_traceparent, parse_traceparent, sampler, set_sampler,

@@ -210,7 +210,7 @@ impl fmt::Display for Hex<'_> {
 }
 
 /// Write `bytes` (at most 32) as lowercase hex into `buf`; returns the text.
-fn hex_into<'a>(bytes: &[u8], buf: &'a mut [u8; 64]) -> &'a str {
+pub(crate) fn hex_into<'a>(bytes: &[u8], buf: &'a mut [u8; 64]) -> &'a str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let n = bytes.len().min(32);
     for (i, b) in bytes[..n].iter().enumerate() {
