@@ -383,10 +383,8 @@ struct Shared {
     remote: Hello,
     /// Who the peer proved to be, when the stream is [`Authenticated`].
     identity: Option<PeerIdentity>,
-    /// Service name → the peer's id for it, from `remote`.
-    remote_ids: HashMap<String, u32>,
-    /// The same by this build's service id (the peer runs the same build, but it may host,
-    /// or be believed to host, only some services).
+    /// The peer's id for each service, by this build's service id (the peer runs the same
+    /// build, but it may host, or be believed to host, only some services).
     remote_ids_by_local: Vec<Option<u32>>,
     /// Frames waiting for the writer task; appended by anyone, drained in one write.
     out: Mutex<BytesMut>,
@@ -490,7 +488,6 @@ impl Connection {
             remote.services = proven;
         }
 
-        let remote_ids = remote.services.iter().cloned().collect();
         let mut remote_ids_by_local = vec![None; crate::service::registry().len()];
         for (name, id) in &remote.services {
             if let Some(entry) = crate::service::find(name) {
@@ -501,7 +498,6 @@ impl Connection {
             peer,
             remote,
             identity,
-            remote_ids,
             remote_ids_by_local,
             out: Mutex::new(BytesMut::with_capacity(16 * 1024)),
             out_ready: Notify::new(),
@@ -539,7 +535,8 @@ impl Connection {
 
     /// The peer's id for service `name`, if it hosts it.
     pub fn remote_service_id(&self, name: &str) -> Option<u32> {
-        self.shared.remote_ids.get(name).copied()
+        // The peer runs this build (the handshake checked), so it names services alike.
+        crate::service::find(name).and_then(|entry| self.remote_id_of(entry.id()))
     }
 
     /// The peer's id for the service whose id in this build is `local`, if it hosts it.
@@ -761,14 +758,7 @@ impl Pending {
         slot.deadline = deadline;
         slot.state = SlotState::Waiting(None);
         let id = (u64::from(slot.generation) << 32) | u64::from(index);
-        let rearm = match (deadline, self.next_sweep) {
-            (Some(d), Some(next)) => d < next,
-            (Some(d), None) => {
-                self.next_sweep = Some(d);
-                true
-            }
-            (None, _) => false,
-        };
+        let rearm = deadline.is_some_and(|d| self.next_sweep.is_none_or(|next| d < next));
         if rearm {
             self.next_sweep = deadline;
         }
