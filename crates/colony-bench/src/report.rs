@@ -187,7 +187,7 @@ impl Report {
                     .map(|us| format!("  child process {us:>6.2}"))
                     .unwrap_or_default();
                 out.push_str(&format!(
-                    "  {:<18} client {:>6.2}  server {:>6.2}{child}  total {:>6.2}\n",
+                    "  {:<26} client {:>6.2}  server {:>6.2}{child}  total {:>6.2}\n",
                     r.name,
                     c.client_us,
                     c.server_us,
@@ -205,7 +205,7 @@ impl Report {
                     .filter(|x| x.name == r.name)
                     .map(|x| format!("{} µs, {:.0}", micros(x.p50_us), x.rps))
                     .collect();
-                out.push_str(&format!("  {:<18} {}\n", r.name, each.join(" | ")));
+                out.push_str(&format!("  {:<26} {}\n", r.name, each.join(" | ")));
             }
         }
         if let Some(c) = &self.colocated {
