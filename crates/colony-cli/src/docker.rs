@@ -52,6 +52,7 @@ const NOT_PASSED: &[&str] = &[
     "COLONY_TLS_CERT",
     "COLONY_TLS_KEY",
     "COLONY_TLS_CA",
+    "COLONY_STORE_PATH",
 ];
 
 /// One cluster's Docker resources.
@@ -85,7 +86,13 @@ pub(crate) struct Run<'a> {
     pub(crate) certs: Option<&'a Path>,
     /// The app's `colony.toml`, when it has one.
     pub(crate) config: Option<PathBuf>,
+    /// For the store service (`colony::store::serve`): the host directory that holds its
+    /// file, mounted into the container so that the data outlives it.
+    pub(crate) store_dir: Option<&'a Path>,
 }
+
+/// Where the store's directory is mounted in its container.
+const STORE_DIR: &str = "/var/lib/colony";
 
 /// Run `docker ARGS`, returning its stdout; an error quotes docker's own message.
 fn docker(args: &[&str]) -> anyhow::Result<String> {
@@ -285,6 +292,19 @@ impl DockerCluster {
                 .arg(format!("{}:{CONFIG_PATH}:ro", config.display()))
                 .arg("--env")
                 .arg(format!("COLONY_CONFIG={CONFIG_PATH}"));
+        }
+        if let Some(dir) = run.store_dir {
+            // The container runs as the directory's owner, so that it can write there
+            // whatever user the image has.
+            use std::os::unix::fs::MetadataExt as _;
+            if let Ok(meta) = std::fs::metadata(dir) {
+                cmd.arg("--user")
+                    .arg(format!("{}:{}", meta.uid(), meta.gid()));
+            }
+            cmd.arg("--volume")
+                .arg(format!("{}:{STORE_DIR}", dir.display()))
+                .arg("--env")
+                .arg(format!("COLONY_STORE_PATH={STORE_DIR}/store.redb"));
         }
         if run.service == crate::orchestrator::GATEWAY {
             if let Some(port) = self.http_port {

@@ -40,6 +40,13 @@ use crate::settings::{ClusterSettings, ServiceSettings};
 /// The pseudo-service under which the HTTP gateway runs (its certificate names this role).
 pub(crate) const GATEWAY: &str = ROLE_GATEWAY;
 
+/// The built-in store service (the `store` feature of `colony`): it keeps its file in
+/// [`STORE_DIR`] under `.colony/`, which outlives its instances.
+pub(crate) const STORE_SERVICE: &str = "colony::store::serve";
+
+/// The store's directory in `.colony/`.
+const STORE_DIR: &str = "store";
+
 /// The file in `.colony/` that tells the CLI how to reach the orchestrator's control port.
 const CONTROL_FILE: &str = "orchestrator.json";
 
@@ -410,6 +417,14 @@ impl Inner {
                 core
             });
             let certs = self.issue_leaf(&id, service)?;
+            let store_dir = (service == STORE_SERVICE)
+                .then(|| {
+                    let dir = self.app.state_dir.join(STORE_DIR);
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("could not create {}", dir.display()))
+                        .map(|()| dir)
+                })
+                .transpose()?;
             let container = docker.container_name(&id);
             let mut cmd = docker.run_command(&crate::docker::Run {
                 id: &id,
@@ -420,6 +435,7 @@ impl Inner {
                 core,
                 certs: certs.as_deref(),
                 config: Some(self.app.dir.join("colony.toml")).filter(|c| c.is_file()),
+                store_dir: store_dir.as_deref(),
             });
             cmd.stdin(std::process::Stdio::null())
                 .stdout(out)
@@ -497,6 +513,10 @@ impl Inner {
             .env("COLONY_INSTANCE", &id)
             .env("COLONY_CA_DIR", &self.app.state_dir)
             .env("COLONY_CONFIG", self.app.dir.join("colony.toml"))
+            .env(
+                "COLONY_STORE_PATH",
+                self.app.state_dir.join(STORE_DIR).join("store.redb"),
+            )
             .current_dir(&self.app.dir)
             .env(
                 "COLONY_HEARTBEAT",

@@ -13,30 +13,37 @@ const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 const SLEEP: &str = "colony_e2e::services::work::sleep_ms";
 const DRIVE: &str = "colony_e2e::services::load::drive";
 
+/// The executable of the workspace's package `package`, built.
+fn build(package: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args(["build", "-p", package, "--message-format=json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "{package} builds");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == package)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("{package}'s executable"))
+}
+
 /// The fixture app's binary, built once.
 fn app() -> &'static Path {
     static APP: OnceLock<PathBuf> = OnceLock::new();
-    APP.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let out = Command::new(cargo)
-            .args(["build", "-p", "colony-e2e", "--message-format=json"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(out.status.success(), "the fixture app builds");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "colony-e2e")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("the fixture app's executable")
-    })
+    APP.get_or_init(|| build("colony-e2e"))
 }
 
 /// A cluster directory with a `colony.toml`; `colony down` when dropped.
 struct Cluster {
     dir: PathBuf,
+    /// The app's binary.
+    app: PathBuf,
+    /// Environment for the orchestrator, and so for every instance.
+    env: Vec<(String, String)>,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -45,13 +52,26 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     fn up(name: &str, toml: &str) -> Cluster {
+        Cluster::up_app(name, toml, app(), &[])
+    }
+
+    /// `colony up` of `app`, its orchestrator (and so its instances) started with `env`.
+    fn up_app(name: &str, toml: &str, app: &Path, env: &[(&str, &str)]) -> Cluster {
         let dir =
             std::env::temp_dir().join(format!("colony-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(dir.join("colony.toml"), toml).expect("colony.toml");
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let cluster = Cluster { dir, _turn: turn };
+        let cluster = Cluster {
+            dir,
+            app: app.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            _turn: turn,
+        };
         let out = cluster.up_again();
         assert!(out.status.success(), "colony up: {}", stderr(&out));
         cluster
@@ -62,8 +82,9 @@ impl Cluster {
             .arg("up")
             .arg(&self.dir)
             .arg("--app-binary")
-            .arg(app())
+            .arg(&self.app)
             .arg("--detach")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .expect("colony up runs")
@@ -478,6 +499,12 @@ fn ten_services_with_two_instances_each() {
 
 /// A minimal HTTP/1.1 POST: the status code and the body.
 fn http_post(url: &str, path: &str, body: &str) -> (u16, String) {
+    http(url, "POST", path, body)
+}
+
+/// One HTTP/1.1 request to the gateway at `url`: its status (0 when the exchange failed)
+/// and body.
+fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let host = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(host).expect("the gateway accepts");
@@ -486,7 +513,7 @@ fn http_post(url: &str, path: &str, body: &str) -> (u16, String) {
         .expect("timeout");
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("writes");
@@ -716,4 +743,214 @@ fn with_security_off_the_control_port_is_plaintext() {
         !state.join("ca.key").exists(),
         "no CA is made with security off"
     );
+}
+
+/// The store example's binary, built once.
+fn guestbook() -> &'static Path {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| build("guestbook"))
+}
+
+/// A memcached of the test's own on 127.0.0.1 (`None`, and the test skips saying so, where
+/// memcached is not installed, unless `CI` is set); killed when dropped.
+struct Memcached {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Memcached {
+    fn start() -> Option<Memcached> {
+        // A free port can be taken by another process between the probe and memcached's
+        // bind: the server that answers must be ours (`stats` reports its pid).
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = match Command::new("memcached")
+                // memcached refuses to run as root without a user to become.
+                .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
+                .args(["-u", "nobody"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                Ok(child) => child,
+                Err(e) if std::env::var_os("CI").is_none() => {
+                    eprintln!("skipped: cannot start memcached ({e}); `apt-get install memcached`");
+                    return None;
+                }
+                Err(e) => panic!("memcached is needed in CI: {e}"),
+            };
+            let server = Memcached {
+                child,
+                addr: format!("127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(&server.addr).is_err() {
+                assert!(Instant::now() < deadline, "memcached never listened");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if server.stat("pid") == u64::from(server.child.id()) {
+                return Some(server);
+            }
+        }
+        panic!("no free port for memcached after 10 tries")
+    }
+
+    /// A number from the server's `stats`.
+    fn stat(&self, name: &str) -> u64 {
+        use std::io::{BufRead as _, Write as _};
+        let mut s = std::net::TcpStream::connect(&self.addr).expect("connects");
+        s.write_all(b"stats\r\n").expect("writes");
+        let prefix = format!("STAT {name} ");
+        for line in std::io::BufReader::new(s).lines() {
+            let line = line.expect("reads");
+            if let Some(n) = line.strip_prefix(&prefix) {
+                return n.trim().parse().expect("a number");
+            }
+            assert_ne!(line, "END", "no {name} in stats");
+        }
+        panic!("stats ended early")
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The guestbook's entries through the gateway, as (number, message) pairs.
+fn listed(url: &str) -> Vec<(u64, String)> {
+    let (status, body) = http(url, "GET", "/entries?limit=100", "");
+    assert_eq!(status, 200, "{body}");
+    let entries: Value = serde_json::from_str(&body).expect("entries JSON");
+    entries
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| {
+            let n = e["number"].as_u64().expect("a number");
+            (n, e["message"].as_str().expect("a message").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_store_keeps_every_acknowledged_write_through_a_kill_9_and_reads_through_the_cache() {
+    const STORE: &str = "colony::store::serve";
+    const TOML: &str = r#"
+[cluster]
+heartbeat = "300ms"
+"#;
+    let Some(cache) = Memcached::start() else {
+        return;
+    };
+    let cluster = Cluster::up_app("store", TOML, guestbook(), &[("COLONY_CACHE", &cache.addr)]);
+    let url = cluster.status()["gateway"]
+        .as_str()
+        .expect("a gateway URL")
+        .to_owned();
+    cluster.wait_until("the store serves", Duration::from_secs(60), |c| {
+        !c.instances(STORE, "healthy").is_empty()
+    });
+    // The store's file lives in the app's .colony/, outside any instance.
+    assert!(cluster.dir.join(".colony/store/store.redb").is_file());
+
+    // Four signers sign until told to stop; a signature the store could not take while it
+    // was down is answered 503 and signed again.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signers: Vec<_> = (0..4)
+        .map(|signer| {
+            let (url, acked, stop) = (url.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let message = format!("signer {signer}, entry {}", acknowledged.len());
+                    let body = format!(r#"{{"name": "s{signer}", "message": "{message}"}}"#);
+                    let (status, answer) = http(&url, "POST", "/sign", &body);
+                    match status {
+                        200 => {
+                            let entry: Value = serde_json::from_str(&answer).expect("JSON");
+                            let number = entry["number"].as_u64().expect("a number");
+                            acknowledged.push((number, message));
+                            acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        503 | 504 => std::thread::sleep(Duration::from_millis(20)),
+                        other => panic!("sign answered {other}: {answer}"),
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let acked_now = || acked.load(std::sync::atomic::Ordering::SeqCst);
+    // Once some signatures are in, kill -9 the store's instance; the orchestrator replaces
+    // it, and the new instance opens the same file. Signing goes on until 10 more are
+    // acknowledged by the new one.
+    cluster.wait_until("some signatures are in", Duration::from_secs(60), |_| {
+        acked_now() >= 10
+    });
+    let victim = cluster.instances(STORE, "healthy")[0].clone();
+    signal(victim["pid"].as_u64().expect("pid"), "9");
+    cluster.wait_until(
+        "the store's instance is replaced",
+        Duration::from_secs(60),
+        |c| {
+            let healthy = c.instances(STORE, "healthy");
+            !healthy.is_empty() && healthy.iter().all(|i| i["id"] != victim["id"])
+        },
+    );
+    let before = acked_now();
+    cluster.wait_until(
+        "the new store takes writes",
+        Duration::from_secs(60),
+        |_| acked_now() >= before + 10,
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut acknowledged: Vec<(u64, String)> = signers
+        .into_iter()
+        .flat_map(|s| s.join().expect("a signer"))
+        .collect();
+    assert!(
+        cluster
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "crashed" && e["instance"] == victim["id"]),
+        "the kill was seen"
+    );
+
+    // Every acknowledged signature is there, under the number it was acknowledged with,
+    // and no two signatures share a number.
+    acknowledged.sort();
+    let numbers: std::collections::BTreeSet<u64> = acknowledged.iter().map(|a| a.0).collect();
+    assert_eq!(
+        numbers.len(),
+        acknowledged.len(),
+        "numbers are unique: {acknowledged:?}"
+    );
+    let book = listed(&url);
+    for entry in &acknowledged {
+        assert!(
+            book.contains(entry),
+            "{entry:?} is lost; the book: {book:?}"
+        );
+    }
+
+    // Entries are read through the cache tier: a second listing hits memcached.
+    let hits = cache.stat("get_hits");
+    assert_eq!(listed(&url), book);
+    let after = cache.stat("get_hits");
+    assert!(
+        after >= hits + book.len() as u64,
+        "a second listing of {} entries read them from the cache: {hits} hits before, {after} after",
+        book.len()
+    );
+
+    // A dead cache costs speed, not answers.
+    drop(cache);
+    assert_eq!(listed(&url), book);
 }

@@ -122,6 +122,10 @@ pub(crate) fn service(service: &Service) -> TokenStream {
                 }
             }
 
+            // The registration is a `#[link_section]` static (linkme), which the
+            // `unsafe_code` lint counts: allowed here, so that a crate that denies unsafe
+            // code can still declare services (`forbid` cannot be relaxed).
+            #[allow(unsafe_code)]
             #[::colony::__private::linkme::distributed_slice(::colony::__private::SERVICES)]
             #[linkme(crate = ::colony::__private::linkme)]
             static __COLONY_ENTRY: ::colony::__private::ServiceEntry = #entry_call;

@@ -282,6 +282,12 @@ async fn host_role(
         ..ConnectionConfig::default()
     };
     let transport = crate::security::Transport::for_host(&services)?;
+    // The store's instance opens its file now: one it cannot open stops it at start, with
+    // the reason, rather than failing every call.
+    #[cfg(feature = "store")]
+    if services.iter().any(|s| s == crate::store::SERVICE) {
+        crate::store::open().map_err(Error::Usage)?;
+    }
     let peers = parse_peers(&common)?;
     let router = Router::builder(transport.dialer())
         .hosted(services.iter().cloned())

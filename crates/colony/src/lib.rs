@@ -75,6 +75,13 @@
 //! - Every failure is a value: a [`CallError`] converted into the service's error type.
 //!   Inner calls never retry; see [`CallError`] for what is safe to retry outside.
 //!
+//! # State
+//!
+//! With the `store` feature, `colony::store` gives services typed tables whose values
+//! carry versions (compare-and-swap), kept by a built-in store service on disk and read
+//! through an optional memcached cache tier: `Store::app().table::<K, V>("name")`. See the
+//! `store` module (built with the feature) for where the data lives in each shape.
+//!
 //! # Testing
 //!
 //! Plain `#[tokio::test]`s call services directly. [`testing::Cluster`] runs them as
@@ -101,6 +108,11 @@
 //! # }
 //! ```
 
+// The built-in services (`store`) are written with `#[microservice]`, whose code names
+// `::colony`.
+#[cfg(feature = "store")]
+extern crate self as colony;
+
 mod app;
 mod call;
 pub mod client;
@@ -115,6 +127,8 @@ mod identity;
 pub mod retry;
 pub mod security;
 pub mod service;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod telemetry;
 pub mod testing;
 pub mod transport;

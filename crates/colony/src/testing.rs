@@ -25,6 +25,14 @@ use crate::call::{Peer, Router};
 use crate::host::{Host, HostConfig, serve};
 use crate::transport::{Dialer, MemoryNetwork, TcpDialer, TcpListener};
 
+/// Make this process's store (`colony::store`) live in memory, gone with the process,
+/// instead of in a file: call it at the start of a test, before the store is first used.
+/// Whether the store is now in memory (`false` if it was already open on a file).
+#[cfg(feature = "store")]
+pub fn store_in_memory() -> bool {
+    crate::store::open_in_memory()
+}
+
 /// Instances of this binary's services, in this process, talking over a transport.
 pub struct Cluster {
     client: Arc<Router>,

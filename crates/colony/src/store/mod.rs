@@ -1,0 +1,576 @@
+//! State: a typed key-value store with versions, shared by every instance of the app.
+//!
+//! Owns: [`Store`] and [`Table`], the API services use; the built-in service
+//! `colony::store::serve`, which holds the durable tier (an embedded, crash-safe file) in
+//! whichever instance hosts it; and the client side of the cache tier (memcached, named by
+//! `COLONY_CACHE`). Promises: every value has a version, a number no other write of the
+//! store ever had; a write the store acknowledged is on disk and survives a `kill -9` of
+//! any instance, the store's own included; [`Table::replace`] and [`Table::insert`] succeed
+//! only against the version (or absence) they name, so two writers cannot both win; the
+//! cache tier never decides a write. Must not touch: sockets other than the cache's (the
+//! durable tier is reached by an ordinary Colony call).
+//!
+//! Where things live:
+//!
+//! - `APP run` (one process): the store is in the process, in `.colony/store.redb` under
+//!   the working directory (or `COLONY_STORE_PATH`).
+//! - `colony up`: one instance hosts `colony::store::serve`, its file in the app's
+//!   `.colony/`; every other instance reaches it with a call.
+//! - Kubernetes (`colony deploy k8s`): a StatefulSet with a PersistentVolumeClaim, and the
+//!   cache tier as a memcached DaemonSet when `[cache]` is on in `colony.toml`.
+//!
+//! ```
+//! use colony::store::{Store, StoreError};
+//! use colony::ServiceError;
+//!
+//! #[colony::microservice]
+//! async fn visit(page: String) -> Result<u64, ServiceError> {
+//!     let visits = Store::app().table::<String, u64>("visits");
+//!     // Read, change, write back with compare-and-swap; retried on a conflict.
+//!     let now = visits.update(&page, |n| n.copied().unwrap_or(0) + 1).await?;
+//!     Ok(now.value)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! colony::testing::store_in_memory();
+//! assert_eq!(visit("home".into()).await, Ok(1));
+//! assert_eq!(visit("home".into()).await, Ok(2));
+//! # }
+//! ```
+
+mod cache;
+mod embedded;
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorKind, ServiceError};
+use crate::service::Wire;
+use cache::Cache;
+use embedded::Embedded;
+
+/// The largest value (encoded) the store keeps, in bytes: 1 MiB, memcached's default item
+/// limit too.
+pub const MAX_VALUE: usize = 1024 * 1024;
+
+/// How many times [`Table::update`] re-reads and retries after a conflict.
+const UPDATE_TRIES: usize = 64;
+
+/// A value and the version it was written at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<V> {
+    /// The version: pass it to [`Table::replace`] to write only if nothing changed since.
+    pub version: u64,
+    /// The value.
+    pub value: V,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The key's version was not the one the write expected (or the key existed, for
+    /// [`Table::insert`]): someone else wrote first. Read again and retry.
+    #[error(
+        "the value changed since it was read (now at {}): read it again and retry",
+        current.map_or("no value".to_owned(), |v| format!("version {v}"))
+    )]
+    Conflict {
+        /// The key's version now; `None` when it has no value.
+        current: Option<u64>,
+    },
+    /// The encoded value is larger than [`MAX_VALUE`].
+    #[error(
+        "a value of {size} bytes is larger than the store's limit of {limit} bytes: split it over several keys"
+    )]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A stored value does not decode as the table's value type: the type changed since it
+    /// was written.
+    #[error(
+        "a stored value of table `{table}` does not decode as its type ({reason}): was the type changed?"
+    )]
+    Decode {
+        /// The table.
+        table: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The store service could not be reached or failed.
+    #[error("the store failed: {0}")]
+    Service(ServiceError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> ServiceError {
+        match err {
+            StoreError::Service(e) => e,
+            e @ StoreError::Conflict { .. } => ServiceError::conflict(e),
+            e @ StoreError::TooLarge { .. } => ServiceError::invalid_argument(e),
+            e @ StoreError::Decode { .. } => ServiceError::internal(e),
+        }
+    }
+}
+
+/// The condition a write holds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[doc(hidden)]
+pub enum Expect {
+    /// Write whatever is there.
+    Any,
+    /// Write only if the key has no value.
+    Absent,
+    /// Write only if the key is at this version.
+    Version(u64),
+}
+
+/// A request to the store service.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[doc(hidden)]
+pub enum Op {
+    /// Read a key.
+    Get {
+        /// The encoded key.
+        key: Vec<u8>,
+    },
+    /// Write (or, with no value, delete) a key if the expectation holds.
+    Swap {
+        /// The encoded key.
+        key: Vec<u8>,
+        /// What the key must be at.
+        expect: Expect,
+        /// The new value; `None` deletes.
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// The store service's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[doc(hidden)]
+pub enum Reply {
+    /// What a `Get` found: version and bytes.
+    Found(Option<(u64, Vec<u8>)>),
+    /// A `Swap` went through.
+    Done {
+        /// The new version; `None` after a delete.
+        version: Option<u64>,
+        /// The version it replaced; `None` if the key had no value.
+        previous: Option<u64>,
+    },
+    /// A `Swap`'s expectation did not hold.
+    Conflict {
+        /// The key's version now.
+        current: Option<u64>,
+    },
+}
+
+/// The full name of the built-in store service.
+pub(crate) const SERVICE: &str = "colony::store::serve";
+
+/// Open this process's store now (it hosts the store service).
+pub(crate) fn open() -> Result<(), String> {
+    embedded().map(|_| ()).map_err(|e| e.message().to_owned())
+}
+
+/// The durable tier of this process, opened on first use by the instance that hosts the
+/// store service.
+static EMBEDDED: OnceLock<Result<Embedded, String>> = OnceLock::new();
+
+/// Open the store file named by `COLONY_STORE_PATH` (`memory` for one that lives in
+/// memory), or `.colony/store.redb` in the working directory.
+fn embedded() -> Result<&'static Embedded, ServiceError> {
+    EMBEDDED
+        .get_or_init(|| {
+            let path = std::env::var_os("COLONY_STORE_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".colony").join("store.redb"));
+            let opened = if path.as_os_str() == "memory" {
+                Embedded::memory()
+            } else {
+                Embedded::open(&path)
+            };
+            match &opened {
+                Ok(store) => tracing::info!(store = %store.place, "store opened"),
+                Err(e) => tracing::error!(error = %e, "the store cannot open"),
+            }
+            opened
+        })
+        .as_ref()
+        .map_err(|e| ServiceError::new(ErrorKind::Unavailable, e))
+}
+
+/// The durable store: a built-in service, hosted by one instance, which every other
+/// instance calls. Not for direct use: go through [`Store`].
+#[crate::microservice(min_instances = 1, max_instances = 1, timeout = "10s")]
+#[doc(hidden)]
+pub async fn serve(op: Op) -> Result<Reply, ServiceError> {
+    let store = embedded()?;
+    match op {
+        Op::Get { key } => store.get(key).await.map(Reply::Found),
+        Op::Swap { key, expect, value } => {
+            if let Some(v) = &value
+                && v.len() > MAX_VALUE
+            {
+                return Err(ServiceError::invalid_argument(StoreError::TooLarge {
+                    size: v.len(),
+                    limit: MAX_VALUE,
+                }));
+            }
+            store.swap(key, expect, value).await
+        }
+    }
+    .map_err(ServiceError::internal)
+}
+
+/// The app's store: tables of typed values, each with a version.
+///
+/// Values live in the durable tier (the store service). When the process has a cache tier,
+/// [`Table::get_cached`] reads through it. It comes from the environment: `COLONY_CACHE`
+/// (`host:port,...`: memcached servers; a name that resolves to several addresses, such as
+/// a Kubernetes headless Service, is one server per address) and `COLONY_CACHE_TTL`
+/// (seconds an entry lives, default 60).
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Store;
+
+/// The process's cache tier, set up at first use.
+static CACHE: tokio::sync::OnceCell<Option<Arc<Cache>>> = tokio::sync::OnceCell::const_new();
+
+/// The cache tier of this process, if `COLONY_CACHE` names one.
+async fn cache() -> Option<&'static Arc<Cache>> {
+    CACHE
+        .get_or_init(|| async {
+            let spec = std::env::var("COLONY_CACHE").unwrap_or_default();
+            let ttl = match std::env::var("COLONY_CACHE_TTL") {
+                Ok(s) => s.parse().unwrap_or_else(|_| {
+                    tracing::warn!(
+                        value = %s,
+                        "COLONY_CACHE_TTL is not a whole number of seconds; using 60"
+                    );
+                    60
+                }),
+                Err(_) => 60,
+            };
+            Cache::start(&spec, ttl, MAX_VALUE).await
+        })
+        .await
+        .as_ref()
+}
+
+impl Store {
+    /// The store of this app.
+    pub fn app() -> Store {
+        Store
+    }
+
+    /// The table `name`, whose keys are `K` and values `V`. Tables are namespaces in one
+    /// store: they need no creating.
+    pub fn table<K: Wire, V: Wire>(&self, name: &str) -> Table<K, V> {
+        Table {
+            name: name.into(),
+            _types: PhantomData,
+        }
+    }
+}
+
+/// A table of the store: values of type `V` under keys of type `K`, both encoded with
+/// postcard (so a value's type may gain fields only in ways postcard reads back: add new
+/// tables for new shapes).
+pub struct Table<K, V> {
+    name: Arc<str>,
+    _types: PhantomData<fn(K) -> V>,
+}
+
+impl<K, V> Clone for Table<K, V> {
+    fn clone(&self) -> Self {
+        Table {
+            name: self.name.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for Table<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table").field("name", &self.name).finish()
+    }
+}
+
+impl<K: Wire, V: Wire> Table<K, V> {
+    /// The store's key for `key`: the table's name and the key, postcard-encoded.
+    fn key(&self, key: &K) -> Result<Vec<u8>, StoreError> {
+        postcard::to_stdvec(&(&*self.name, key)).map_err(|e| {
+            StoreError::Service(ServiceError::invalid_argument(format!(
+                "a key of table `{}` does not encode: {e}",
+                self.name
+            )))
+        })
+    }
+
+    fn encode(&self, value: &V) -> Result<Vec<u8>, StoreError> {
+        let bytes = postcard::to_stdvec(value).map_err(|e| {
+            StoreError::Service(ServiceError::invalid_argument(format!(
+                "a value for table `{}` does not encode: {e}",
+                self.name
+            )))
+        })?;
+        if bytes.len() > MAX_VALUE {
+            return Err(StoreError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_VALUE,
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn decode(&self, version: u64, bytes: &[u8]) -> Result<Versioned<V>, StoreError> {
+        postcard::from_bytes(bytes)
+            .map(|value| Versioned { version, value })
+            .map_err(|e| StoreError::Decode {
+                table: self.name.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The value under `key` and its version, read from the durable tier: always the latest
+    /// acknowledged write.
+    pub async fn get(&self, key: &K) -> Result<Option<Versioned<V>>, StoreError> {
+        let key = self.key(key)?;
+        match call(Op::Get { key }).await? {
+            Reply::Found(Some((version, bytes))) => self.decode(version, &bytes).map(Some),
+            Reply::Found(None) => Ok(None),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Like [`Table::get`], but read through the cache tier when the process has one: a
+    /// hit costs no call to the store, and may be up to the cache's TTL old (a write drops
+    /// the key from the cache, but a reader that raced the write may put the old value
+    /// back). Use it where a slightly old value is fine; a write based on it with
+    /// [`Table::replace`] still cannot overwrite a newer one.
+    pub async fn get_cached(&self, key: &K) -> Result<Option<Versioned<V>>, StoreError> {
+        let Some(cache) = cache().await else {
+            return self.get(key).await;
+        };
+        let key = self.key(key)?;
+        let cache_key = cache_key(&key);
+        if let Some((version, bytes)) = cache.get(&cache_key).await
+            && let Ok(found) = self.decode(version, &bytes)
+        {
+            return Ok(Some(found));
+        }
+        match call(Op::Get { key }).await? {
+            Reply::Found(Some((version, bytes))) => {
+                let found = self.decode(version, &bytes)?;
+                cache.add(&cache_key, version, &bytes).await;
+                Ok(Some(found))
+            }
+            Reply::Found(None) => Ok(None),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Write `value` under `key` whatever is there; the new version.
+    pub async fn put(&self, key: &K, value: &V) -> Result<u64, StoreError> {
+        self.swap(key, Expect::Any, Some(value))
+            .await
+            .map(|v| v.unwrap_or_default())
+    }
+
+    /// Write `value` under `key` only if the key has no value; else
+    /// [`StoreError::Conflict`].
+    pub async fn insert(&self, key: &K, value: &V) -> Result<u64, StoreError> {
+        self.swap(key, Expect::Absent, Some(value))
+            .await
+            .map(|v| v.unwrap_or_default())
+    }
+
+    /// Write `value` under `key` only if the key is still at `version` (compare-and-swap);
+    /// else [`StoreError::Conflict`].
+    pub async fn replace(&self, key: &K, version: u64, value: &V) -> Result<u64, StoreError> {
+        self.swap(key, Expect::Version(version), Some(value))
+            .await
+            .map(|v| v.unwrap_or_default())
+    }
+
+    /// Delete `key`; whether it had a value.
+    pub async fn remove(&self, key: &K) -> Result<bool, StoreError> {
+        let key = self.key(key)?;
+        self.write(key, Expect::Any, None)
+            .await
+            .map(|(_, previous)| previous.is_some())
+    }
+
+    /// Delete `key` only if it is still at `version`; else [`StoreError::Conflict`].
+    pub async fn remove_version(&self, key: &K, version: u64) -> Result<(), StoreError> {
+        let key = self.key(key)?;
+        self.write(key, Expect::Version(version), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Read the value under `key`, compute a new one with `f` (given `None` when there is
+    /// none), and write it back with compare-and-swap; on a conflict, read again and call
+    /// `f` again (so `f` must not have side effects), up to 64 times.
+    pub async fn update(
+        &self,
+        key: &K,
+        mut f: impl FnMut(Option<&V>) -> V,
+    ) -> Result<Versioned<V>, StoreError> {
+        // From the durable tier: a cached value may be old, and would only cost a conflict.
+        let mut current = self.get(key).await?;
+        let mut last = None;
+        for _ in 0..UPDATE_TRIES {
+            let value = f(current.as_ref().map(|c| &c.value));
+            let written = match &current {
+                Some(c) => self.replace(key, c.version, &value).await,
+                None => self.insert(key, &value).await,
+            };
+            match written {
+                Ok(version) => return Ok(Versioned { version, value }),
+                Err(e @ StoreError::Conflict { .. }) => {
+                    last = Some(e);
+                    current = self.get(key).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(StoreError::Conflict { current: None }))
+    }
+
+    async fn swap(
+        &self,
+        key: &K,
+        expect: Expect,
+        value: Option<&V>,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = self.key(key)?;
+        let value = value.map(|v| self.encode(v)).transpose()?;
+        self.write(key, expect, value).await.map(|(v, _)| v)
+    }
+
+    /// Send a write, then drop the key from the cache tier; (new version, previous version).
+    async fn write(
+        &self,
+        key: Vec<u8>,
+        expect: Expect,
+        value: Option<Vec<u8>>,
+    ) -> Result<(Option<u64>, Option<u64>), StoreError> {
+        let cache_key = cache_key(&key);
+        let reply = call(Op::Swap { key, expect, value }).await?;
+        match reply {
+            Reply::Done { version, previous } => {
+                if let Some(cache) = cache().await {
+                    cache.delete(&cache_key).await;
+                }
+                Ok((version, previous))
+            }
+            Reply::Conflict { current } => Err(StoreError::Conflict { current }),
+            other @ Reply::Found(_) => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Call the store service.
+async fn call(op: Op) -> Result<Reply, StoreError> {
+    serve(op).await.map_err(StoreError::Service)
+}
+
+fn unexpected(reply: &Reply) -> StoreError {
+    StoreError::Service(ServiceError::internal(format!(
+        "the store answered with an unexpected reply: {reply:?}"
+    )))
+}
+
+/// The cache tier's key for a store key: the app's name and a 128-bit hash of the key, so
+/// that any key fits memcached's 250-byte, no-spaces keys.
+fn cache_key(key: &[u8]) -> String {
+    let hash = xxhash_rust::xxh3::xxh3_128(key);
+    format!("colony:{}:{hash:032x}", crate::identity::app_name())
+}
+
+/// Make this process's store live in memory, if it is not open yet: for tests. Whether the
+/// store is now in memory.
+pub(crate) fn open_in_memory() -> bool {
+    let opened = EMBEDDED.get_or_init(Embedded::memory);
+    opened.as_ref().is_ok_and(|s| s.place == "memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Store, StoreError};
+
+    #[tokio::test]
+    async fn a_table_keeps_typed_values_with_versions() {
+        assert!(super::open_in_memory());
+        let t = Store::app().table::<(String, u32), Vec<String>>("typed");
+        let key = ("a".to_owned(), 7);
+        assert_eq!(t.get(&key).await, Ok(None));
+        let v1 = t.insert(&key, &vec!["x".into()]).await.expect("inserts");
+        assert!(matches!(
+            t.insert(&key, &vec![]).await,
+            Err(StoreError::Conflict { current: Some(c) }) if c == v1
+        ));
+        let v2 = t
+            .replace(&key, v1, &vec!["x".into(), "y".into()])
+            .await
+            .expect("replaces");
+        assert!(matches!(
+            t.replace(&key, v1, &vec![]).await,
+            Err(StoreError::Conflict { current: Some(c) }) if c == v2
+        ));
+        let got = t.get(&key).await.expect("reads").expect("found");
+        assert_eq!(got.version, v2);
+        assert_eq!(got.value, vec!["x".to_owned(), "y".to_owned()]);
+        // The same key in another table is another value.
+        let other = Store::app().table::<(String, u32), Vec<String>>("other");
+        assert_eq!(other.get(&key).await, Ok(None));
+        assert!(t.remove(&key).await.expect("removes"));
+        assert!(!t.remove(&key).await.expect("removes nothing"));
+        assert_eq!(t.get(&key).await, Ok(None));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_updates_lose_no_increment() {
+        assert!(super::open_in_memory());
+        let t = Store::app().table::<String, u64>("counters");
+        let key = "hits".to_owned();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (t, key) = (t.clone(), key.clone());
+                tokio::spawn(async move { t.update(&key, |n| n.copied().unwrap_or(0) + 1).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task").expect("updated");
+        }
+        assert_eq!(t.get(&key).await.expect("reads").map(|v| v.value), Some(40));
+    }
+
+    #[tokio::test]
+    async fn too_large_and_undecodable_values_are_clear_errors() {
+        assert!(super::open_in_memory());
+        let t = Store::app().table::<String, Vec<u8>>("big");
+        let err = t
+            .put(&"k".into(), &vec![0; super::MAX_VALUE + 1])
+            .await
+            .expect_err("too large");
+        assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("split it"), "{err}");
+        t.put(&"k".into(), &vec![0xff, 0xfe]).await.expect("writes");
+        // Not UTF-8.
+        let as_string = Store::app().table::<String, String>("big");
+        let err = as_string
+            .get(&"k".into())
+            .await
+            .expect_err("does not decode");
+        assert!(matches!(err, StoreError::Decode { .. }), "{err}");
+    }
+}
