@@ -14,22 +14,47 @@ use serde_json::Value;
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 const ECHO: &str = "colony_e2e::services::basic::echo";
 
-/// The fixture app's binary.
-fn app() -> PathBuf {
+/// The executable of the workspace's package `package`, built.
+fn build(package: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
-        .args(["build", "-p", "colony-e2e", "--message-format=json"])
+        .args(["build", "-p", package, "--message-format=json"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
         .expect("cargo runs");
-    assert!(out.status.success(), "the fixture app builds");
+    assert!(out.status.success(), "{package} builds");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "colony-e2e")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == package)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("the fixture app's executable")
+        .unwrap_or_else(|| panic!("{package}'s executable"))
+}
+
+/// The fixture app's binary.
+fn app() -> PathBuf {
+    build("colony-e2e")
+}
+
+/// `colony up --docker --detach` of `app` in a fresh directory with `toml`.
+fn up_docker(name: &str, app: &Path, toml: &str) -> Cluster {
+    let dir = std::env::temp_dir().join(format!("colony-docker-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("colony.toml"), toml).expect("colony.toml");
+    let up = Command::new(COLONY)
+        .arg("up")
+        .arg(&dir)
+        .arg("--app-binary")
+        .arg(app)
+        .args(["--docker", "--detach", "--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("colony up runs");
+    let cluster = Cluster { dir };
+    assert!(up.status.success(), "colony up --docker: {}", stderr(&up));
+    cluster
 }
 
 fn docker_engine() -> bool {
@@ -136,6 +161,11 @@ impl Drop for Cluster {
 
 /// A minimal HTTP/1.1 POST: the status code and the body (0 when the exchange failed).
 fn http_post(url: &str, path: &str, body: &str) -> (u16, String) {
+    http(url, "POST", path, body)
+}
+
+/// A minimal HTTP/1.1 request: the status code and the body (0 when the exchange failed).
+fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let host = url.trim_start_matches("http://");
     let Ok(mut stream) = std::net::TcpStream::connect(host) else {
@@ -143,7 +173,7 @@ fn http_post(url: &str, path: &str, body: &str) -> (u16, String) {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     if stream.write_all(request.as_bytes()).is_err() {
@@ -186,29 +216,14 @@ fn a_docker_cluster_serves_through_its_gateway_and_replaces_a_killed_container()
         );
         return;
     }
-    let app = app();
-    let dir = std::env::temp_dir().join(format!("colony-docker-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(
-        dir.join("colony.toml"),
-        format!(
+    let cluster = up_docker(
+        "echo",
+        &app(),
+        &format!(
             "[cluster]\nheartbeat = \"300ms\"\n\n[defaults]\nmin_instances = 0\n\n\
              [services.\"{ECHO}\"]\nmin_instances = 2\n"
         ),
-    )
-    .expect("colony.toml");
-    let up = Command::new(COLONY)
-        .arg("up")
-        .arg(&dir)
-        .arg("--app-binary")
-        .arg(&app)
-        .args(["--docker", "--detach", "--http", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("colony up runs");
-    let cluster = Cluster { dir };
-    assert!(up.status.success(), "colony up --docker: {}", stderr(&up));
+    );
 
     // Every instance and the gateway is a container of the cluster, on its network, with
     // mutual TLS.
@@ -334,6 +349,69 @@ fn a_docker_cluster_serves_through_its_gateway_and_replaces_a_killed_container()
         "",
         "the network is gone"
     );
+}
+
+#[test]
+fn the_store_container_keeps_its_data_on_the_host_through_a_docker_kill() {
+    const STORE: &str = "colony::store::serve";
+    if !docker_engine() {
+        eprintln!("SKIPPED: `docker info` fails, so there is no Docker engine");
+        return;
+    }
+    let cluster = up_docker(
+        "store",
+        &build("guestbook"),
+        "[cluster]\nheartbeat = \"300ms\"\n",
+    );
+    let url = cluster.status()["gateway"]
+        .as_str()
+        .expect("a gateway URL")
+        .to_owned();
+    cluster.wait_until("the store serves", Duration::from_secs(120), |c| {
+        !c.healthy(STORE).is_empty()
+    });
+    // Signs one entry, retrying while the store is away (503): its number.
+    let sign = |message: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let body = format!(r#"{{"name": "docker", "message": "{message}"}}"#);
+            let (status, answer) = http(&url, "POST", "/sign", &body);
+            if status == 200 {
+                let entry: Value = serde_json::from_str(&answer).expect("JSON");
+                return entry["number"].as_u64().expect("a number");
+            }
+            assert!(Instant::now() < deadline, "sign: {status} {answer}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let before: Vec<u64> = (0..5).map(|i| sign(&format!("before {i}"))).collect();
+    // The store's file is on the host, in the app's .colony/, written by the container.
+    assert!(cluster.dir.join(".colony/store/store.redb").is_file());
+
+    let victim = cluster.healthy(STORE)[0].clone();
+    docker(&["kill", victim["container"].as_str().expect("a container")]);
+    cluster.wait_until(
+        "the store's container is replaced",
+        Duration::from_secs(120),
+        |c| {
+            let healthy = c.healthy(STORE);
+            !healthy.is_empty() && healthy.iter().all(|i| i["id"] != victim["id"])
+        },
+    );
+    let after = sign("after");
+    assert!(before.iter().all(|&n| n < after), "{before:?} then {after}");
+    let (status, listed) = http(&url, "GET", "/entries?limit=100", "");
+    assert_eq!(status, 200, "{listed}");
+    let listed: Value = serde_json::from_str(&listed).expect("JSON");
+    let numbers: Vec<u64> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|e| e["number"].as_u64())
+        .collect();
+    for n in before.iter().chain([&after]) {
+        assert!(numbers.contains(n), "entry {n} is lost: {numbers:?}");
+    }
 }
 
 #[test]
