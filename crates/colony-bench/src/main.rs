@@ -43,6 +43,7 @@ mod raw_tcp;
 mod report;
 mod runtimes;
 mod scale;
+mod store;
 mod variants;
 
 use std::process::ExitCode;
@@ -56,6 +57,7 @@ use crate::runtimes::{Placement, Server, on, runtime, runtime_with, tokio_listen
 
 const USAGE: &str = "usage: colony-bench [--quick] [--json] [--only TEXT] [--cpus split|shared|os]
        colony-bench --scale [--quick]
+       colony-bench --store [--quick]
 
   --quick        one short round (well under a minute), noisier figures
   --json         print the figures as a JSON array of {name, p50_us, p99_us, rps}
@@ -66,13 +68,16 @@ const USAGE: &str = "usage: colony-bench [--quick] [--json] [--only TEXT] [--cpu
                  on another; os: no pinning
   --scale        instead: the time from a load spike to a new instance serving, under
                  `colony up` (3 trials, 1 with --quick); needs
-                 `cargo build --release -p colony-cli -p colony-e2e` first";
+                 `cargo build --release -p colony-cli -p colony-e2e` first
+  --store        instead: the store's writes and reads per second (group commit) against
+                 redb with a commit per write, files in the temporary directory";
 
 /// What the command line asked for.
 #[derive(Debug)]
 struct Options {
     quick: bool,
     scale: bool,
+    store: bool,
     json: bool,
     only: Option<String>,
     placement: Placement,
@@ -113,6 +118,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if options.store {
+        return match store::run(options.quick) {
+            Ok(report) => {
+                print!("{}", report.text());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("colony-bench --store: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&options) {
         Ok(report) => {
             if options.json {
@@ -136,6 +153,7 @@ fn parse_args(
     let mut options = Options {
         quick: false,
         scale: false,
+        store: false,
         json: false,
         only: None,
         placement: Placement::Shared,
@@ -144,6 +162,7 @@ fn parse_args(
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--scale" => options.scale = true,
+            "--store" => options.store = true,
             "--json" => options.json = true,
             "--only" => {
                 let text = args.next().ok_or("--only needs a value")?;

@@ -270,6 +270,31 @@ impl Store {
         Store
     }
 
+    /// Keep this process's durable tier in the file at `path` (created, with its directory,
+    /// if missing) rather than where `COLONY_STORE_PATH` says: for a program that hosts the
+    /// store service and chooses its place in code. Call it before the store is first used;
+    /// it fails if the store is already open elsewhere, or the file cannot be opened.
+    pub fn open_file(path: impl AsRef<std::path::Path>) -> Result<(), StoreError> {
+        let path = path.as_ref();
+        let opened = EMBEDDED.get_or_init(|| Embedded::open(path));
+        match opened {
+            Ok(store) if store.place == path.display().to_string() => Ok(()),
+            Ok(store) => Err(StoreError::Service(ServiceError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the store is already open on {}, so it cannot move to {}: call \
+                     Store::open_file before the store's first use",
+                    store.place,
+                    path.display()
+                ),
+            ))),
+            Err(e) => Err(StoreError::Service(ServiceError::new(
+                ErrorKind::Unavailable,
+                e,
+            ))),
+        }
+    }
+
     /// The table `name`, whose keys are `K` and values `V`. Tables are namespaces in one
     /// store: they need no creating.
     pub fn table<K: Wire, V: Wire>(&self, name: &str) -> Table<K, V> {
