@@ -5,10 +5,15 @@
 //! service (or per service group), the gateway's Deployment, Service and Ingress (or
 //! OpenShift Route), and the Namespace, ServiceAccount, NetworkPolicies and CA Secret they
 //! share; with `--certs cert-manager`, a cert-manager CA Issuer and one Certificate per
-//! Deployment instead of handing the CA key to every pod. Promises: every name is a valid
-//! DNS-1035 label, and two services that would share one are reported, not merged; every
-//! object carries `app.kubernetes.io/name` and `app.kubernetes.io/managed-by: colony`, which
-//! `--prune` selects on. Must not touch: a cluster (`kube_apply` applies the objects).
+//! Deployment instead of handing the CA key to every pod. State: the store service
+//! (`colony::store::serve`) becomes a StatefulSet of one pod with a PersistentVolumeClaim
+//! instead of a Deployment and autoscaler, and `[cache]` adds a memcached DaemonSet, its
+//! headless Service and a NetworkPolicy, named to every pod in `COLONY_CACHE`. Promises:
+//! every name is a valid DNS-1035 label, and two services that would share one are
+//! reported, not merged; every object carries `app.kubernetes.io/name` and
+//! `app.kubernetes.io/managed-by: colony`, which `--prune` selects on (the store's claims,
+//! made by its StatefulSet, do not: they are never colony's to delete). Must not touch: a
+//! cluster (`kube_apply` applies the objects).
 //!
 //! On Kubernetes, Kubernetes does the orchestrator's jobs: scheduling and restarts
 //! (Deployments), health (probes on the instance's `/healthz`), autoscaling (the HPA) and
@@ -21,7 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::settings::ServiceSettings;
+use crate::settings::{CacheSettings, STORE_SERVICE, ServiceSettings, StoreSettings};
 
 /// The port instances accept calls on.
 pub(crate) const CALL_PORT: u16 = 7700;
@@ -29,6 +34,12 @@ pub(crate) const CALL_PORT: u16 = 7700;
 pub(crate) const METRICS_PORT: u16 = 9090;
 /// The gateway's HTTP port.
 pub(crate) const HTTP_PORT: u16 = 8080;
+/// Where the store's PersistentVolumeClaim is mounted in its pod.
+const STORE_DIR: &str = "/var/lib/colony";
+/// The store's file on that volume (`COLONY_STORE_PATH`).
+const STORE_FILE: &str = "/var/lib/colony/store.redb";
+/// The user and group the official memcached image runs as (`memcache`).
+const MEMCACHED_UID: u32 = 11211;
 
 /// Where the app is going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,6 +81,10 @@ pub(crate) struct Options {
     pub(crate) certs: Certs,
     /// Lifetime and renewal margin of the certificates cert-manager issues.
     pub(crate) cert_lifetime: (Duration, Duration),
+    /// The store's disk, used when the app hosts the store service (`[store]`).
+    pub(crate) store: StoreSettings,
+    /// The memcached cache tier, when `[cache]` turns it on.
+    pub(crate) cache: Option<CacheSettings>,
 }
 
 /// The certificate lifetime and renewal margin, as the instances read them:
@@ -134,6 +149,14 @@ struct Unit {
     name: String,
     services: Vec<String>,
     settings: ServiceSettings,
+}
+
+impl Unit {
+    /// Whether this is the store service, which runs as a StatefulSet of one pod with a
+    /// disk instead of an autoscaled Deployment. Groups never hold it (`manifests` refuses).
+    fn is_store(&self) -> bool {
+        self.services.iter().any(|s| s == STORE_SERVICE)
+    }
 }
 
 /// A DNS-1035 label for `name`: lower case letters, digits and `-`, starting with a letter,
@@ -211,6 +234,14 @@ pub(crate) fn manifests(
             if let Some(other) = grouped.insert(m, group) {
                 bail!("service `{m}` is in two groups, `{other}` and `{group}`; put it in one");
             }
+            if m == STORE_SERVICE {
+                bail!(
+                    "service group `{group}` holds `{STORE_SERVICE}`, the app's store, which must \
+                     run alone: it is a StatefulSet of exactly one pod with its own disk, and the \
+                     services grouped with it could never run more than one instance. Remove it \
+                     from [groups] in colony.toml; it gets a pod of its own"
+                );
+            }
             first.get_or_insert_with(|| s.clone());
         }
         let Some(settings) = first else {
@@ -235,9 +266,22 @@ pub(crate) fn manifests(
             settings: s.clone(),
         });
     }
+    let cache_name = opts.cache_name();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for u in &units {
         let who = u.services.join(",");
+        if u.is_store() {
+            check_single_writer(&u.settings)?;
+        }
+        if opts.cache.is_some()
+            && [u.name.clone(), format!("{}-headless", u.name)].contains(&cache_name)
+        {
+            bail!(
+                "`{who}` would be named `{}`, whose Services clash with the cache tier's \
+                 Service `{cache_name}`; rename it or put it in a service group",
+                u.name
+            );
+        }
         if u.name == "gateway" {
             bail!(
                 "`{who}` would be named `gateway`, which the gateway uses; rename it or put it in a group"
@@ -333,13 +377,42 @@ pub(crate) fn manifests(
         out.extend(unit_objects(unit, opts, &peers));
     }
     out.extend(gateway_objects(&services, opts, &peers));
+    if let Some(cache) = &opts.cache {
+        out.extend(cache_objects(cache, opts));
+    }
     out.extend(network_policies(opts));
     Ok(out)
+}
+
+/// The store has one writer: on Kubernetes it runs exactly one instance, whatever
+/// `colony.toml` or the environment say.
+fn check_single_writer(s: &ServiceSettings) -> anyhow::Result<()> {
+    for (field, setting) in [
+        ("min_instances", &s.min_instances),
+        ("max_instances", &s.max_instances),
+    ] {
+        if setting.value != 1 {
+            bail!(
+                "`{STORE_SERVICE}` runs exactly one instance (the store has a single writer, on \
+                 one disk), but its {field} is {} (from {}); remove {field} from \
+                 [services.\"{STORE_SERVICE}\"] in colony.toml, and unset {}",
+                setting.value,
+                setting.source,
+                crate::settings::env_name(STORE_SERVICE, field)
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Options {
     fn app_label(&self) -> String {
         dns_label(&self.app)
+    }
+
+    /// The name of the cache tier's DaemonSet and headless Service.
+    fn cache_name(&self) -> String {
+        format!("{}-cache", self.app_label())
     }
 
     fn cert_manager(&self) -> bool {
@@ -380,6 +453,16 @@ fn common_env(opts: &Options, peers: &str) -> Vec<Value> {
         json!({"name": "COLONY_LOG", "value": "info"}),
         json!({"name": "COLONY_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
     ];
+    if let Some(cache) = &opts.cache {
+        // The headless Service: one address per memcached pod, re-resolved as nodes come
+        // and go; the runtime spreads keys over them.
+        env.push(json!({"name": "COLONY_CACHE", "value": format!(
+            "{}.{}.svc.cluster.local:{}", opts.cache_name(), opts.namespace, cache.port
+        )}));
+        if let Some(ttl) = cache.ttl_secs {
+            env.push(json!({"name": "COLONY_CACHE_TTL", "value": ttl.to_string()}));
+        }
+    }
     if opts.cert_manager() {
         // cert-manager rewrites the files in place (the kubelet swaps the Secret's volume
         // atomically); instances reload them when they change.
@@ -449,17 +532,28 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
         args.push(json!(t.to_string()));
     }
     let probe = |path: &str, period: u32| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period, "failureThreshold": 3});
-    let (volumes, mounts) = tls_volume(opts, &unit.name);
+    let (volumes, mut mounts) = tls_volume(opts, &unit.name);
+    let mut env = common_env(opts, peers);
+    let mut security = pod_security(opts);
+    if unit.is_store() {
+        // The claim of the StatefulSet's `data` template; the root filesystem stays
+        // read-only. The pod's fsGroup makes the volume writable by the non-root user,
+        // and is applied only when the volume's root does not have it yet (a large disk
+        // is not walked at every start).
+        mounts.push(json!({"name": "data", "mountPath": STORE_DIR}));
+        env.push(json!({"name": "COLONY_STORE_PATH", "value": STORE_FILE}));
+        security["fsGroupChangePolicy"] = json!("OnRootMismatch");
+    }
     let mut pod_spec = json!({
         "serviceAccountName": opts.app_label(),
         "automountServiceAccountToken": false,
-        "securityContext": pod_security(opts),
+        "securityContext": security,
         "terminationGracePeriodSeconds": 45,
         "containers": [{
             "name": "instance",
             "image": opts.image,
             "args": args,
-            "env": common_env(opts, peers),
+            "env": env,
             "ports": [
                 {"name": "calls", "containerPort": CALL_PORT},
                 {"name": "metrics", "containerPort": METRICS_PORT},
@@ -496,21 +590,25 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
             .take(63)
             .collect::<String>()
     );
-    let min_replicas = s.min_instances.value.max(1);
     let headless = format!("{}-headless", unit.name);
-    vec![
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": meta(opts, &unit.name, component),
-            // No `replicas`: the HorizontalPodAutoscaler below owns the count (from
-            // `min_instances` up), so a later apply never resets what it scaled to.
-            "spec": {
-                "selector": {"matchLabels": selector},
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                "template": {"metadata": {"labels": template_labels}, "spec": pod_spec},
-            },
-        }),
+    let template = json!({"metadata": {"labels": template_labels}, "spec": pod_spec});
+    let mut out = vec![
+        if unit.is_store() {
+            store_stateful_set(unit, opts, &selector, &headless, template)
+        } else {
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": meta(opts, &unit.name, component),
+                // No `replicas`: the HorizontalPodAutoscaler below owns the count (from
+                // `min_instances` up), so a later apply never resets what it scaled to.
+                "spec": {
+                    "selector": {"matchLabels": selector},
+                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                    "template": template,
+                },
+            })
+        },
         json!({
             "apiVersion": "v1",
             "kind": "Service",
@@ -535,7 +633,11 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
                 ],
             },
         }),
-        json!({
+    ];
+    if !unit.is_store() {
+        // The store has no autoscaler: it is fixed at one writer.
+        let min_replicas = s.min_instances.value.max(1);
+        out.push(json!({
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
             "metadata": meta(opts, &unit.name, component),
@@ -551,12 +653,138 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
                 }}}],
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": (s.cooldown_ms.value / 1000).min(3600)}},
             },
+        }));
+    }
+    // For the store too, `maxUnavailable: 1` and not `minAvailable: 1`: on a single
+    // replica, `minAvailable: 1` allows no eviction at all, so every node drain (upgrades,
+    // autoscaler scale-downs) would hang on the store's node forever. One writer cannot
+    // move without a short outage whatever the budget says; letting the drain evict it
+    // costs that outage (callers retry while the pod restarts elsewhere, with its disk)
+    // instead of blocking cluster maintenance.
+    out.push(json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta(opts, &unit.name, component),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }));
+    out
+}
+
+/// The store service's StatefulSet: exactly one pod (`NAME-0`), named through its headless
+/// Service, with the claim `data-NAME-0` made from the `data` template and kept when the
+/// StatefulSet is deleted or scaled down.
+fn store_stateful_set(
+    unit: &Unit,
+    opts: &Options,
+    selector: &Value,
+    headless: &str,
+    template: Value,
+) -> Value {
+    let mut claim = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": opts.store.size}},
+    });
+    if let Some(class) = &opts.store.storage_class {
+        claim["storageClassName"] = json!(class);
+    }
+    // The claims carry the app's name to find them by, but not `managed-by: colony`: the
+    // StatefulSet controller makes them, and colony never prunes or deletes them.
+    let mut claim_labels = json!({"app.kubernetes.io/name": opts.app});
+    claim_labels["app.kubernetes.io/component"] = json!("store");
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta(opts, &unit.name, "instance"),
+        "spec": {
+            // One writer: fixed, never autoscaled.
+            "replicas": 1,
+            "serviceName": headless,
+            "selector": {"matchLabels": selector},
+            // With one pod there is no order to keep; OrderedReady (the default, written
+            // out) makes a later scale-up, were it ever allowed, wait for each pod.
+            "podManagementPolicy": "OrderedReady",
+            // The old pod stops (releasing the disk and the file lock) before the new one
+            // starts: an update is a short outage of the store, retried by callers.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "template": template,
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data", "labels": claim_labels},
+                "spec": claim,
+            }],
+        },
+    })
+}
+
+/// The memcached tier: a DaemonSet (one memcached on every node the app's pods may use)
+/// and the headless Service that names them all to `COLONY_CACHE`.
+fn cache_objects(cache: &CacheSettings, opts: &Options) -> Vec<Value> {
+    let name = opts.cache_name();
+    let component = "cache";
+    let selector = labels(opts, component);
+    // Items get `memory_mb`; memcached itself needs more: its hash table (about an eighth
+    // of the item memory), buffers per connection (~16 KiB each) and a base of 32 MiB.
+    // Request and limit are equal, so the kubelet evicts other pods before this one.
+    let memory = format!(
+        "{}Mi",
+        u64::from(cache.memory_mb)
+            + u64::from(cache.memory_mb) / 8
+            + u64::from(cache.max_connections) / 64
+            + 32
+    );
+    let security = match opts.platform {
+        Platform::Kubernetes => {
+            json!({"runAsNonRoot": true, "runAsUser": MEMCACHED_UID, "runAsGroup": MEMCACHED_UID})
+        }
+        Platform::Openshift => json!({"runAsNonRoot": true}),
+    };
+    let port = json!([{"name": "memcached", "containerPort": cache.port, "protocol": "TCP"}]);
+    vec![
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": meta(opts, &name, component),
+            "spec": {
+                "selector": {"matchLabels": selector},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                "template": {"metadata": {"labels": selector}, "spec": {
+                    "serviceAccountName": opts.app_label(),
+                    "automountServiceAccountToken": false,
+                    "securityContext": security,
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [{
+                        "name": "memcached",
+                        "image": cache.image,
+                        // The official image's entrypoint runs memcached with these flags.
+                        // -U 0: no UDP (amplification attacks); -c: connections per node.
+                        "args": [
+                            "-m", cache.memory_mb.to_string(),
+                            "-p", cache.port.to_string(),
+                            "-U", "0",
+                            "-c", cache.max_connections.to_string(),
+                        ],
+                        "ports": port,
+                        "readinessProbe": {"tcpSocket": {"port": "memcached"}, "periodSeconds": 5},
+                        "livenessProbe": {"tcpSocket": {"port": "memcached"}, "periodSeconds": 10, "failureThreshold": 3},
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": memory},
+                            "limits": {"memory": memory},
+                        },
+                        "securityContext": container_security(),
+                    }],
+                }},
+            },
         }),
         json!({
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": meta(opts, &unit.name, component),
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(opts, &name, component),
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": false,
+                "selector": selector,
+                "ports": [{"name": "memcached", "port": cache.port, "targetPort": "memcached", "protocol": "TCP"}],
+            },
         }),
     ]
 }
@@ -657,7 +885,7 @@ fn gateway_objects(services: &[&Value], opts: &Options, peers: &str) -> Vec<Valu
 
 fn network_policies(opts: &Options) -> Vec<Value> {
     let app = json!({"app.kubernetes.io/name": opts.app});
-    vec![
+    let mut out = vec![
         // Instances: only the app's own pods reach them.
         json!({
             "apiVersion": "networking.k8s.io/v1",
@@ -680,7 +908,25 @@ fn network_policies(opts: &Options) -> Vec<Value> {
                 "ingress": [{"ports": [{"port": HTTP_PORT, "protocol": "TCP"}]}],
             },
         }),
-    ]
+    ];
+    if let Some(cache) = &opts.cache {
+        // The cache: only the app's own pods, on memcached's port. memcached has no
+        // authentication, so this policy is what keeps other namespaces' pods out.
+        out.push(json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(opts, &opts.cache_name(), "cache"),
+            "spec": {
+                "podSelector": {"matchLabels": labels(opts, "cache")},
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{"podSelector": {"matchLabels": app}}],
+                    "ports": [{"port": cache.port, "protocol": "TCP"}],
+                }],
+            },
+        }));
+    }
+    out
 }
 
 /// Objects as YAML documents, `---`-separated.
@@ -746,5 +992,262 @@ mod tests {
         let l = dns_label(&long);
         assert!(l.len() <= 63 && l.starts_with('a'));
         assert_ne!(dns_label(&format!("{long}x")), l);
+    }
+
+    /// An app with one service and the store, and its settings as `colony.toml`-less
+    /// resolution gives them (`env` overrides).
+    fn app_with_store(
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Value, BTreeMap<String, ServiceSettings>) {
+        let describe = json!({"app": "shop", "services": [
+            {"name": "shop::cart::add", "exposed": true, "options": {}},
+            {"name": STORE_SERVICE, "exposed": false, "options": {"min_instances": 1, "max_instances": 1}},
+        ]});
+        let dir = std::env::temp_dir().join(format!("colony-deploy-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (_, settings) = crate::settings::resolve(&describe, &dir, env).expect("settings");
+        let _ = std::fs::remove_dir_all(&dir);
+        (describe, settings)
+    }
+
+    fn options(cache: Option<CacheSettings>) -> Options {
+        Options {
+            app: "shop".to_owned(),
+            namespace: "shop-ns".to_owned(),
+            image: "shop:test".to_owned(),
+            platform: Platform::Kubernetes,
+            load_balancer: false,
+            ca: None,
+            certs: Certs::Secret,
+            cert_lifetime: (
+                Duration::from_secs(24 * 3600),
+                Duration::from_secs(8 * 3600),
+            ),
+            store: StoreSettings {
+                size: "5Gi".to_owned(),
+                storage_class: Some("fast-ssd".to_owned()),
+            },
+            cache,
+        }
+    }
+
+    fn cache() -> CacheSettings {
+        CacheSettings {
+            image: "memcached:1.6-alpine".to_owned(),
+            memory_mb: 64,
+            port: 11211,
+            max_connections: 1024,
+            ttl_secs: Some(30),
+        }
+    }
+
+    fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_store_runs_as_one_stateful_pod_with_its_disk() {
+        let (describe, settings) = app_with_store(&no_env);
+        let objects =
+            manifests(&describe, &settings, &BTreeMap::new(), &options(None)).expect("manifests");
+        let name = "colony-store-serve";
+        assert!(
+            find(&objects, "Deployment", name).is_none(),
+            "no Deployment for the store"
+        );
+        assert!(
+            find(&objects, "HorizontalPodAutoscaler", name).is_none(),
+            "fixed at one writer: no autoscaler"
+        );
+        let sts = find(&objects, "StatefulSet", name).expect("a StatefulSet");
+        let spec = &sts["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(spec["serviceName"], "colony-store-serve-headless");
+        assert_eq!(spec["updateStrategy"]["type"], "RollingUpdate");
+        assert_eq!(
+            spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Retain"
+        );
+        let claim = &spec["volumeClaimTemplates"][0];
+        assert_eq!(claim["metadata"]["name"], "data");
+        assert_eq!(claim["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "5Gi");
+        assert_eq!(claim["spec"]["storageClassName"], "fast-ssd");
+        assert!(
+            claim["metadata"]["labels"]
+                .get("app.kubernetes.io/managed-by")
+                .is_none(),
+            "claims are not colony's to prune"
+        );
+        let pod = &spec["template"]["spec"];
+        assert_eq!(
+            pod["securityContext"]["fsGroup"], 65532,
+            "the non-root user writes the disk"
+        );
+        let container = &pod["containers"][0];
+        assert_eq!(container["args"][2], STORE_SERVICE);
+        assert!(
+            container["volumeMounts"]
+                .as_array()
+                .expect("mounts")
+                .contains(&json!({"name": "data", "mountPath": "/var/lib/colony"}))
+        );
+        assert!(container["env"].as_array().expect("env").contains(
+            &json!({"name": "COLONY_STORE_PATH", "value": "/var/lib/colony/store.redb"})
+        ));
+        assert!(container["readinessProbe"].is_object() && container["livenessProbe"].is_object());
+        assert!(
+            !objects
+                .iter()
+                .any(|o| o.to_string().contains("COLONY_CACHE")),
+            "the cache is off"
+        );
+        // Its Services and budget are those of any service.
+        for kind in ["Service", "PodDisruptionBudget"] {
+            assert!(find(&objects, kind, name).is_some(), "{kind}");
+        }
+        assert!(find(&objects, "Service", "colony-store-serve-headless").is_some());
+        let pdb = find(&objects, "PodDisruptionBudget", name).expect("a budget");
+        assert_eq!(
+            pdb["spec"]["maxUnavailable"], 1,
+            "a drain may move the store"
+        );
+        // Everyone else finds it through the headless Service.
+        let peers = container["env"].to_string();
+        assert!(
+            peers.contains(
+                "colony::store::serve=colony-store-serve-headless.shop-ns.svc.cluster.local:7700"
+            ),
+            "{peers}"
+        );
+        // The other service is unchanged: a Deployment with its autoscaler.
+        assert!(find(&objects, "Deployment", "shop-cart-add").is_some());
+        assert!(find(&objects, "HorizontalPodAutoscaler", "shop-cart-add").is_some());
+
+        // No class: the cluster's default StorageClass takes the claim.
+        let mut opts = options(None);
+        opts.store.storage_class = None;
+        let objects = manifests(&describe, &settings, &BTreeMap::new(), &opts).expect("manifests");
+        let sts = find(&objects, "StatefulSet", name).expect("a StatefulSet");
+        assert!(
+            sts["spec"]["volumeClaimTemplates"][0]["spec"]
+                .get("storageClassName")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_store_runs_alone_and_once() {
+        let (describe, settings) = app_with_store(&no_env);
+        let groups = BTreeMap::from([(
+            "together".to_owned(),
+            vec!["shop::cart::add".to_owned(), STORE_SERVICE.to_owned()],
+        )]);
+        let err = manifests(&describe, &settings, &groups, &options(None))
+            .expect_err("the store in a group")
+            .to_string();
+        assert!(
+            err.contains("must run alone") && err.contains("[groups]"),
+            "{err}"
+        );
+
+        let env =
+            |k: &str| (k == "COLONY_COLONY_STORE_SERVE__MAX_INSTANCES").then(|| "3".to_owned());
+        let (describe, settings) = app_with_store(&env);
+        let err = manifests(&describe, &settings, &BTreeMap::new(), &options(None))
+            .expect_err("three writers")
+            .to_string();
+        assert!(
+            err.contains("exactly one instance")
+                && err.contains("max_instances is 3 (from the environment)")
+                && err.contains("COLONY_COLONY_STORE_SERVE__MAX_INSTANCES"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_cache_is_a_daemon_set_that_every_pod_is_told_about() {
+        let (describe, settings) = app_with_store(&no_env);
+        let objects = manifests(
+            &describe,
+            &settings,
+            &BTreeMap::new(),
+            &options(Some(cache())),
+        )
+        .expect("manifests");
+        let ds = find(&objects, "DaemonSet", "shop-cache").expect("a DaemonSet");
+        let container = &ds["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "memcached:1.6-alpine");
+        assert_eq!(
+            container["args"],
+            json!(["-m", "64", "-p", "11211", "-U", "0", "-c", "1024"])
+        );
+        assert_eq!(
+            container["readinessProbe"]["tcpSocket"]["port"],
+            "memcached"
+        );
+        assert_eq!(container["resources"]["limits"]["memory"], "120Mi");
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+            true
+        );
+        let svc = find(&objects, "Service", "shop-cache").expect("its Service");
+        assert_eq!(
+            svc["spec"]["clusterIP"], "None",
+            "headless: one address per node"
+        );
+        let policy = find(&objects, "NetworkPolicy", "shop-cache").expect("its NetworkPolicy");
+        assert_eq!(
+            policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"],
+            json!({"app.kubernetes.io/name": "shop"}),
+            "only the app's own pods"
+        );
+        assert_eq!(
+            policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            "cache"
+        );
+        // Every Colony pod: the services, the store and the gateway.
+        let pods: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet")
+            .collect();
+        assert_eq!(pods.len(), 3, "a service, the store, the gateway");
+        for o in pods {
+            let env = o["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .expect("env");
+            assert!(
+                env.contains(&json!({"name": "COLONY_CACHE", "value": "shop-cache.shop-ns.svc.cluster.local:11211"}))
+                    && env.contains(&json!({"name": "COLONY_CACHE_TTL", "value": "30"})),
+                "{}: {env:?}",
+                o["metadata"]["name"]
+            );
+        }
+
+        // A service whose name would be the cache's.
+        let describe = json!({"app": "shop", "services": [{"name": "shop::cache", "options": {}}]});
+        let dir = std::env::temp_dir().join(format!("colony-deploy-clash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (_, settings) = crate::settings::resolve(&describe, &dir, &no_env).expect("settings");
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = manifests(
+            &describe,
+            &settings,
+            &BTreeMap::new(),
+            &options(Some(cache())),
+        )
+        .expect_err("a clash")
+        .to_string();
+        assert!(err.contains("clash with the cache tier"), "{err}");
+        assert!(
+            manifests(&describe, &settings, &BTreeMap::new(), &options(None)).is_ok(),
+            "no cache, no clash"
+        );
     }
 }

@@ -3,19 +3,23 @@
 //! Owns: finding the kubeconfig and its context, checking that the API server answers,
 //! server-side apply (field manager `colony`, forced: colony owns the fields it declares)
 //! in dependency order, server-side dry runs, pruning what the app no longer declares,
-//! waiting for the Deployments' rollouts, and saying what went wrong and what to do next.
+//! waiting for the rollouts of the Deployments, the store's StatefulSet and the cache's
+//! DaemonSet, and saying what went wrong and what to do next.
 //! Must not touch: what the objects are (`deploy` generates them, as JSON; they are applied
 //! as they are, as dynamic objects of a fixed kind → resource table).
 //!
 //! Promises: nothing is half-applied silently. Objects go in an order that lets each one
 //! find what it refers to (Namespace, ServiceAccount, Secrets, cert-manager Issuer and
 //! Certificates, NetworkPolicies, Services, PodDisruptionBudgets, autoscalers, the
-//! Ingress/Route, Deployments last), kinds that the cluster does not serve (cert-manager,
+//! Ingress/Route, then the cache's DaemonSet, the store's StatefulSet and the Deployments
+//! last), kinds that the cluster does not serve (cert-manager,
 //! OpenShift Routes) are found before anything is applied, and when an object fails the
 //! error lists exactly which objects were applied in this run and which were not. Nothing
 //! is rolled back: an object applied before the failure may have existed before, with a
 //! state this run cannot restore, and server-side apply is idempotent, so running the same
-//! command again after fixing the cause finishes the job.
+//! command again after fixing the cause finishes the job. PersistentVolumeClaims (the
+//! store's data) are not a kind colony applies, so `--prune` never lists or deletes them:
+//! they outlive the StatefulSet that made them.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -35,7 +39,7 @@ pub(crate) const FIELD_MANAGER: &str = "colony";
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The label that names the app an object belongs to.
 const APP_LABEL: &str = "app.kubernetes.io/name";
-/// How often `--wait` looks at the Deployments.
+/// How often `--wait` looks at the workloads.
 const WAIT_POLL: Duration = Duration::from_millis(500);
 
 /// A kind of object `deploy` generates: how to reach it in the API and when to apply it.
@@ -114,8 +118,14 @@ const KINDS: &[Kind] = &[
              Ingress instead",
         ),
     ),
-    kind("apps/v1", "Deployment", "deployments", true, 10, None),
+    // Workloads last, what they call first: the cache, then the store, then the services.
+    kind("apps/v1", "DaemonSet", "daemonsets", true, 10, None),
+    kind("apps/v1", "StatefulSet", "statefulsets", true, 11, None),
+    kind("apps/v1", "Deployment", "deployments", true, 12, None),
 ];
+
+/// The kinds whose rollout `--wait` follows.
+const WORKLOADS: &[&str] = &["DaemonSet", "StatefulSet", "Deployment"];
 
 const CERT_MANAGER_HINT: &str = "install cert-manager first (`kubectl apply -f \
      https://github.com/cert-manager/cert-manager/releases/latest/download/cert-manager.yaml`, \
@@ -437,6 +447,22 @@ fn explain(
             kind.kind,
             kind.crd.unwrap_or_default()
         ),
+        kube::Error::Api(status)
+            if status.code == 422
+                && kind.kind == "StatefulSet"
+                && status.message.contains("updates to statefulset spec") =>
+        {
+            format!(
+                "the API server rejected it as invalid: {}. A StatefulSet's volume claim \
+                 template (the store's `size` and `storage_class` in colony.toml) cannot change \
+                 in place. To grow the disk, grow its claim (`kubectl{ns_flag} patch pvc \
+                 data-NAME-0 -p '{{\"spec\":{{\"resources\":{{\"requests\":{{\"storage\":\"SIZE\"}}}}}}}}'`, \
+                 where the StorageClass allows expansion), then let the StatefulSet go without \
+                 touching its pod or data (`kubectl{ns_flag} delete statefulset NAME \
+                 --cascade=orphan`) and deploy again; see \"Changing the disk\" in docs/deploying.md",
+                status.message
+            )
+        }
         kube::Error::Api(status) if status.code == 422 => {
             format!("the API server rejected it as invalid: {}", status.message)
         }
@@ -616,12 +642,12 @@ pub(crate) async fn apply(
         if options.dry_run {
             eprintln!("--wait: nothing to wait for in a dry run");
         } else {
-            let deployments: Vec<String> = items
+            let workloads: Vec<(&'static Kind, String)> = items
                 .iter()
-                .filter(|i| i.kind.kind == "Deployment")
-                .map(|i| i.name.clone())
+                .filter(|i| WORKLOADS.contains(&i.kind.kind))
+                .map(|i| (i.kind, i.name.clone()))
                 .collect();
-            wait(cluster, &deployments, options, timeout).await?;
+            wait(cluster, &workloads, options, timeout).await?;
         }
     }
     Ok(())
@@ -636,7 +662,9 @@ async fn namespace_exists(cluster: &Cluster, name: &str) -> bool {
 
 /// Delete the objects labelled as this app's that `items` does not hold: every namespaced
 /// kind colony generates, in the app's namespace. Kinds the cluster does not serve have
-/// nothing to prune. Deployments go first, the reverse of the apply order.
+/// nothing to prune. Deployments go first, the reverse of the apply order. The claims of a
+/// pruned StatefulSet stay (it retains them, and colony never deletes a claim): the data
+/// survives until someone deletes it on purpose.
 async fn prune(
     cluster: &Cluster,
     items: &[Item<'_>],
@@ -701,13 +729,21 @@ async fn prune(
                     ""
                 }
             );
+            if kind.kind == "StatefulSet" {
+                eprintln!(
+                    "the data of StatefulSet {name} stays: its PersistentVolumeClaims (data-{name}-0) \
+                     are kept; when it is no longer needed, `kubectl -n {ns} delete pvc data-{name}-0`",
+                    ns = options.namespace
+                );
+            }
             deleted.push(format!("{} {name}", kind.kind));
         }
     }
     Ok(())
 }
 
-/// A Deployment's rollout as its status tells it.
+/// A workload's rollout as its status tells it, read as `kubectl rollout status` reads
+/// each kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Rollout {
     desired: u64,
@@ -717,27 +753,48 @@ struct Rollout {
     total: u64,
     /// The controller has seen the latest spec.
     observed: bool,
+    /// A StatefulSet whose pods are not all at its update revision yet.
+    revision_pending: bool,
 }
 
 impl Rollout {
-    fn of(object: &DynamicObject) -> Rollout {
+    /// The rollout of `object`, a Deployment, StatefulSet or DaemonSet (`kind`).
+    fn of(kind: &str, object: &DynamicObject) -> Rollout {
         let spec = &object.data["spec"];
         let status = &object.data["status"];
         let count = |v: &Value| v.as_u64().unwrap_or(0);
         let generation = object.metadata.generation.unwrap_or(0);
-        Rollout {
-            desired: spec["replicas"].as_u64().unwrap_or(1),
-            updated: count(&status["updatedReplicas"]),
-            ready: count(&status["readyReplicas"]),
-            total: count(&status["replicas"]),
-            observed: status["observedGeneration"]
-                .as_i64()
-                .is_some_and(|g| g >= generation),
+        let observed = status["observedGeneration"]
+            .as_i64()
+            .is_some_and(|g| g >= generation);
+        match kind {
+            // A DaemonSet wants one pod per eligible node; it has no spec.replicas.
+            "DaemonSet" => Rollout {
+                desired: count(&status["desiredNumberScheduled"]),
+                updated: count(&status["updatedNumberScheduled"]),
+                ready: count(&status["numberAvailable"]),
+                total: count(&status["currentNumberScheduled"]),
+                observed,
+                revision_pending: false,
+            },
+            _ => Rollout {
+                desired: spec["replicas"].as_u64().unwrap_or(1),
+                updated: count(&status["updatedReplicas"]),
+                ready: count(&status["readyReplicas"]),
+                total: count(&status["replicas"]),
+                observed,
+                // A StatefulSet replaces pods one at a time and finishes when every pod is
+                // at the update revision.
+                revision_pending: kind == "StatefulSet"
+                    && status["updateRevision"].is_string()
+                    && status["updateRevision"] != status["currentRevision"],
+            },
         }
     }
 
     fn done(&self) -> bool {
         self.observed
+            && !self.revision_pending
             && self.updated >= self.desired
             && self.ready >= self.desired
             && self.total <= self.desired
@@ -760,46 +817,58 @@ impl fmt::Display for Rollout {
     }
 }
 
-/// Wait until every Deployment in `names` is rolled out, showing progress: bars on a
-/// terminal, a line per change otherwise.
+/// `3 Deployments, 1 StatefulSet`: how many of each kind `workloads` holds.
+fn count_kinds(workloads: &[(&Kind, String)]) -> String {
+    WORKLOADS
+        .iter()
+        .rev()
+        .filter_map(|kind| {
+            let n = workloads.iter().filter(|(k, _)| k.kind == *kind).count();
+            (n > 0).then(|| format!("{n} {kind}{}", if n == 1 { "" } else { "s" }))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Wait until every workload in `workloads` (Deployments, the store's StatefulSet, the
+/// cache's DaemonSet) is rolled out, showing progress: bars on a terminal, a line per
+/// change otherwise.
 async fn wait(
     cluster: &Cluster,
-    names: &[String],
+    workloads: &[(&'static Kind, String)],
     options: &ApplyOptions,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let kind = KINDS
-        .iter()
-        .find(|k| k.kind == "Deployment")
-        .context("the Deployment kind")?;
-    let api = kind.api(&cluster.client, &options.namespace);
+    let label = |kind: &Kind, name: &str| format!("{}/{name}", kind.kind.to_lowercase());
     let bars = std::io::stderr().is_terminal().then(|| {
         let multi = indicatif::MultiProgress::new();
-        let style = indicatif::ProgressStyle::with_template("{prefix:>24} {bar:20} {msg}")
+        let style = indicatif::ProgressStyle::with_template("{prefix:>32} {bar:20} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        let bars: Vec<indicatif::ProgressBar> = names
+        let bars: Vec<indicatif::ProgressBar> = workloads
             .iter()
-            .map(|name| {
+            .map(|(kind, name)| {
                 let bar = multi.add(indicatif::ProgressBar::new(1));
                 bar.set_style(style.clone());
-                bar.set_prefix(name.clone());
+                bar.set_prefix(label(kind, name));
                 bar
             })
             .collect();
         (multi, bars)
     });
     let deadline = Instant::now() + timeout;
-    let mut last: Vec<Option<Rollout>> = vec![None; names.len()];
+    let mut last: Vec<Option<Rollout>> = vec![None; workloads.len()];
     loop {
         let mut all_done = true;
-        for (i, name) in names.iter().enumerate() {
+        for (i, (kind, name)) in workloads.iter().enumerate() {
             if last[i].is_some_and(|r| r.done()) {
                 continue;
             }
+            let api = kind.api(&cluster.client, &options.namespace);
             let rollout = match api.get(name).await {
-                Ok(object) => Rollout::of(&object),
+                Ok(object) => Rollout::of(kind.kind, &object),
                 Err(e) => bail!(
-                    "could not follow the rollout of Deployment {name}: {}",
+                    "could not follow the rollout of {} {name}: {}",
+                    kind.kind,
                     explain(cluster, &e, "get", kind, Some(&options.namespace))
                 ),
             };
@@ -820,11 +889,13 @@ async fn wait(
                     }
                     None if rollout.done() => {
                         eprintln!(
-                            "deployment/{name}: ready ({}/{})",
-                            rollout.ready, rollout.desired
+                            "{}: ready ({}/{})",
+                            label(kind, name),
+                            rollout.ready,
+                            rollout.desired
                         );
                     }
-                    None => eprintln!("deployment/{name}: {rollout}"),
+                    None => eprintln!("{}: {rollout}", label(kind, name)),
                 }
                 last[i] = Some(rollout);
             }
@@ -834,33 +905,46 @@ async fn wait(
                 let _ = multi.clear();
             }
             eprintln!(
-                "rolled out: {} Deployment{} ready in namespace `{}`",
-                names.len(),
-                if names.len() == 1 { "" } else { "s" },
+                "rolled out: {} ready in namespace `{}`",
+                count_kinds(workloads),
                 options.namespace
             );
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let pending: Vec<String> = names
+            let pending: Vec<String> = workloads
                 .iter()
                 .zip(&last)
                 .filter(|(_, r)| !r.is_some_and(|r| r.done()))
-                .map(|(n, r)| match r {
+                .map(|((_, n), r)| match r {
                     Some(r) => format!("{n} ({r})"),
                     None => n.clone(),
                 })
                 .collect();
+            let store_pending = workloads
+                .iter()
+                .zip(&last)
+                .any(|((k, _), r)| k.kind == "StatefulSet" && !r.is_some_and(|r| r.done()));
             bail!(
                 "timed out after {}s waiting for the rollout: not ready: {}. The objects are \
                  applied and Kubernetes keeps rolling them out; see why with `kubectl -n {ns} get \
-                 pods -l {APP_LABEL}={app}` and `kubectl -n {ns} describe deployment NAME` \
-                 (image pull errors mean the image has not reached the cluster's nodes: see \
-                 docs/deploying.md), or wait longer with --timeout",
+                 pods -l {APP_LABEL}={app}` and `kubectl -n {ns} describe deployment NAME` (or \
+                 statefulset, daemonset) (image pull errors mean the image has not reached the \
+                 cluster's nodes: see docs/deploying.md){store}, or wait longer with --timeout",
                 timeout.as_secs(),
                 pending.join(", "),
                 ns = options.namespace,
                 app = options.app,
+                store = if store_pending {
+                    format!(
+                        "; the store's pod stays Pending until its disk is bound: `kubectl -n {} \
+                         get pvc` shows a claim that no StorageClass provides (the cluster has no \
+                         default class, or `storage_class` in [store] names one it lacks)",
+                        options.namespace
+                    )
+                } else {
+                    String::new()
+                },
             );
         }
         tokio::time::sleep(WAIT_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
@@ -910,7 +994,15 @@ mod tests {
     #[test]
     fn every_kind_is_ordered_and_named_as_rbac_names_it() {
         assert_eq!(KINDS[0].kind, "Namespace");
-        assert!(KINDS.iter().all(|k| k.rank <= 10));
+        let rank = |kind: &str| KINDS.iter().find(|k| k.kind == kind).map(|k| k.rank);
+        assert!(
+            rank("DaemonSet") < rank("StatefulSet") && rank("StatefulSet") < rank("Deployment"),
+            "the cache, then the store, then the services that call them"
+        );
+        assert!(
+            rank("Service") < rank("StatefulSet"),
+            "a StatefulSet's governing Service first"
+        );
         let deployment = KINDS.iter().find(|k| k.kind == "Deployment");
         assert_eq!(
             deployment.map(Kind::resource).as_deref(),
@@ -919,6 +1011,20 @@ mod tests {
         assert_eq!(KINDS[1].resource(), "serviceaccounts");
         let max = KINDS.iter().map(|k| k.rank).max();
         assert_eq!(deployment.map(|k| k.rank), max, "Deployments go last");
+    }
+
+    #[test]
+    fn claims_are_never_a_kind_colony_applies_or_prunes() {
+        // Prune lists exactly the kinds of this table: a claim (the store's data) in it
+        // could be deleted by a deploy that no longer declares the store.
+        assert!(
+            KINDS
+                .iter()
+                .all(|k| k.kind != "PersistentVolumeClaim" && k.plural != "persistentvolumeclaims")
+        );
+        for kind in WORKLOADS {
+            assert!(KINDS.iter().any(|k| k.kind == *kind), "{kind} is applied");
+        }
     }
 
     #[test]
@@ -937,14 +1043,49 @@ mod tests {
         };
         let spec = serde_json::json!({"replicas": 2});
         let ready = serde_json::json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2});
-        assert!(Rollout::of(&object(spec.clone(), ready.clone(), 3)).done());
+        assert!(Rollout::of("Deployment", &object(spec.clone(), ready.clone(), 3)).done());
         assert!(
-            !Rollout::of(&object(spec.clone(), ready, 4)).done(),
+            !Rollout::of("Deployment", &object(spec.clone(), ready, 4)).done(),
             "not observed yet"
         );
         let surging = serde_json::json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 2, "readyReplicas": 3});
-        let r = Rollout::of(&object(spec, surging, 3));
+        let r = Rollout::of("Deployment", &object(spec, surging, 3));
         assert!(!r.done());
         assert!(r.to_string().contains("1 old pods"), "{r}");
+    }
+
+    #[test]
+    fn a_stateful_set_is_done_at_its_update_revision_and_a_daemon_set_on_every_node() {
+        let object = |spec: Value, status: Value| {
+            let mut o = DynamicObject::new(
+                "x",
+                &ApiResource::from_gvk_with_plural(
+                    &GroupVersionKind::gvk("apps", "v1", "StatefulSet"),
+                    "statefulsets",
+                ),
+            );
+            o.metadata.generation = Some(2);
+            o.data = serde_json::json!({"spec": spec, "status": status});
+            o
+        };
+        let one = serde_json::json!({"replicas": 1});
+        let at = |current: &str| {
+            serde_json::json!({"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1,
+                "readyReplicas": 1, "currentRevision": current, "updateRevision": "store-2"})
+        };
+        assert!(Rollout::of("StatefulSet", &object(one.clone(), at("store-2"))).done());
+        assert!(
+            !Rollout::of("StatefulSet", &object(one, at("store-1"))).done(),
+            "the pod is still at the old revision"
+        );
+
+        let nodes = |available: u64| {
+            serde_json::json!({"observedGeneration": 2, "desiredNumberScheduled": 3,
+                "currentNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": available})
+        };
+        let r = Rollout::of("DaemonSet", &object(serde_json::json!({}), nodes(2)));
+        assert!(!r.done());
+        assert_eq!(r.to_string(), "2/3 ready, 3 updated");
+        assert!(Rollout::of("DaemonSet", &object(serde_json::json!({}), nodes(3))).done());
     }
 }

@@ -45,7 +45,8 @@ struct AppArgs {
 
 #[derive(Subcommand, Debug)]
 enum DeployTarget {
-    /// Kubernetes: Deployments, Services, HPAs, PDBs, the gateway, NetworkPolicies.
+    /// Kubernetes: Deployments, Services, HPAs, PDBs, the gateway, NetworkPolicies, the
+    /// store's StatefulSet and the cache's DaemonSet.
     K8s {
         #[command(flatten)]
         app: AppArgs,
@@ -749,6 +750,7 @@ async fn deploy_cmd(target: DeployTarget) -> anyhow::Result<()> {
     let (binary, path, describe) = describe_app(&app)?;
     let (cluster, settings) = settings::resolve(&describe, &path, &|k| std::env::var(k).ok())?;
     let groups = settings::groups(&path)?;
+    let storage = settings::storage(&describe, &path)?;
     let name = app_name(&describe, &binary);
     let ca = if cluster.tls.value {
         let dir = state_dir(&path);
@@ -780,6 +782,8 @@ async fn deploy_cmd(target: DeployTarget) -> anyhow::Result<()> {
         ca,
         certs,
         cert_lifetime: deploy::cert_lifetime(&path, &|k| std::env::var(k).ok())?,
+        store: storage.store,
+        cache: storage.cache,
     };
     let objects = deploy::manifests(&describe, &settings, &groups, &opts)?;
     match output {

@@ -40,11 +40,8 @@ use crate::settings::{ClusterSettings, ServiceSettings};
 /// The pseudo-service under which the HTTP gateway runs (its certificate names this role).
 pub(crate) const GATEWAY: &str = ROLE_GATEWAY;
 
-/// The built-in store service (the `store` feature of `colony`): it keeps its file in
-/// [`STORE_DIR`] under `.colony/`, which outlives its instances.
-pub(crate) const STORE_SERVICE: &str = "colony::store::serve";
-
-/// The store's directory in `.colony/`.
+/// The directory in `.colony/` where the built-in store service (`STORE_SERVICE`, the
+/// `store` feature of `colony`) keeps its file, which outlives its instances.
 const STORE_DIR: &str = "store";
 
 /// The file in `.colony/` that tells the CLI how to reach the orchestrator's control port.
@@ -417,7 +414,7 @@ impl Inner {
                 core
             });
             let certs = self.issue_leaf(&id, service)?;
-            let store_dir = (service == STORE_SERVICE)
+            let store_dir = (service == crate::settings::STORE_SERVICE)
                 .then(|| {
                     let dir = self.app.state_dir.join(STORE_DIR);
                     std::fs::create_dir_all(&dir)

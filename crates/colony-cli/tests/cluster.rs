@@ -9,32 +9,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 const SLEEP: &str = "colony_e2e::services::work::sleep_ms";
 const DRIVE: &str = "colony_e2e::services::load::drive";
 
-/// The executable of the workspace's package `package`, built.
-fn build(package: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(cargo)
-        .args(["build", "-p", package, "--message-format=json"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(out.status.success(), "{package} builds");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == package)
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("{package}'s executable"))
-}
-
 /// The fixture app's binary, built once.
 fn app() -> &'static Path {
     static APP: OnceLock<PathBuf> = OnceLock::new();
-    APP.get_or_init(|| build("colony-e2e"))
+    APP.get_or_init(|| common::binary("colony-e2e"))
 }
 
 /// A cluster directory with a `colony.toml`; `colony down` when dropped.
@@ -748,7 +732,7 @@ fn with_security_off_the_control_port_is_plaintext() {
 /// The store example's binary, built once.
 fn guestbook() -> &'static Path {
     static APP: OnceLock<PathBuf> = OnceLock::new();
-    APP.get_or_init(|| build("guestbook"))
+    APP.get_or_init(|| common::binary("guestbook"))
 }
 
 /// A memcached of the test's own on 127.0.0.1 (`None`, and the test skips saying so, where

@@ -1,51 +1,19 @@
 //! `colony deploy k8s` and `colony build`: the generated manifests validate against the
 //! official Kubernetes schemas (1.29 and 1.33, with `kubernetes-validate --strict`), snapshots
-//! pin their content (with the CA Secret, and with cert-manager), and `colony build` makes an
-//! image on the local Docker engine. Applying to a cluster is tested in `kube_apply.rs`.
+//! pin their content (with the CA Secret, with cert-manager, and — for `examples/guestbook`,
+//! which has the store — with the store's StatefulSet and the cache's DaemonSet), and
+//! `colony build` makes an image on the local Docker engine. Applying to a cluster is tested in `kube_apply.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
+mod common;
+
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A workspace binary, built once per name.
-fn binary(package: &str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
-        OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = built.get(package) {
-        return p.clone();
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(cargo)
-        .args(["build", "-p", package, "--message-format=json"])
-        .current_dir(root())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(out.status.success(), "{package} builds");
-    let exe = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["kind"][0] == "bin")
-        .filter(|m| {
-            m["manifest_path"]
-                .as_str()
-                .is_some_and(|p| !p.contains("colony-cli"))
-        })
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("an executable");
-    built.insert(package.to_owned(), exe.clone());
-    exe
-}
+use common::binary;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("colony-deploy-{name}-{}", std::process::id()));
@@ -244,6 +212,175 @@ fn colliding_names_and_bad_groups_are_reported() {
         "{}",
         stderr(&out)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn store_and_cache_manifests_validate_and_a_snapshot_pins_them() {
+    let dir = scratch("store");
+    let app = binary("guestbook");
+    std::fs::write(
+        dir.join("colony.toml"),
+        "[store]\nsize = \"2Gi\"\nstorage_class = \"fast-ssd\"\n\
+         [cache]\nmemory_mb = 128\nttl = \"2m\"\n",
+    )
+    .expect("write");
+    let out = deploy(&dir, &app, &["--image", "guestbook:test"], true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    let file = dir.join("store.yaml");
+    std::fs::write(&file, &got).expect("write");
+    for version in ["1.29.0", "1.33.0"] {
+        validate(&file, version);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/guestbook.yaml");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).expect("write snapshot");
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("the snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
+    assert!(
+        got == want,
+        "the store and cache manifests changed; review and run with UPDATE_SNAPSHOTS=1:\n{got}"
+    );
+
+    // The same as JSON: the kinds, and what every pod is told.
+    let out = deploy(
+        &dir,
+        &app,
+        &["--image", "guestbook:test", "-o", "json"],
+        true,
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let items = list["items"].as_array().expect("items");
+    let named = |kind: &str, name: &str| {
+        items
+            .iter()
+            .find(|i| i["kind"] == kind && i["metadata"]["name"] == name)
+    };
+    let sts = named("StatefulSet", "colony-store-serve").expect("the store's StatefulSet");
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "2Gi"
+    );
+    assert!(named("Deployment", "colony-store-serve").is_none());
+    assert!(named("HorizontalPodAutoscaler", "colony-store-serve").is_none());
+    assert!(named("DaemonSet", "guestbook-cache").is_some());
+    assert!(named("NetworkPolicy", "guestbook-cache").is_some());
+    let pods: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["kind"] == "Deployment" || i["kind"] == "StatefulSet")
+        .collect();
+    assert_eq!(pods.len(), 4, "two services, the store, the gateway");
+    for pod in pods {
+        let env = pod["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+        assert!(
+            env.contains("guestbook-cache.guestbook.svc.cluster.local:11211")
+                && env.contains("COLONY_CACHE_TTL"),
+            "{}: {env}",
+            pod["metadata"]["name"]
+        );
+    }
+
+    // With mutual TLS (the CA Secret, or cert-manager's certificates) and on OpenShift, the
+    // store's pod mounts its certificate beside its disk; the built-in kinds still validate.
+    let out = deploy(&dir, &app, &["--image", "guestbook:test"], false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = dir.join("store-tls.yaml");
+    std::fs::write(&file, &out.stdout).expect("write");
+    for version in ["1.29.0", "1.33.0"] {
+        validate(&file, version);
+    }
+    let out = deploy(
+        &dir,
+        &app,
+        &[
+            "--image",
+            "guestbook:test",
+            "--certs",
+            "cert-manager",
+            "-o",
+            "json",
+        ],
+        false,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let items = list["items"].as_array().expect("items");
+    assert!(
+        items.iter().any(|i| i["kind"] == "Certificate"
+            && i["metadata"]["name"] == "colony-store-serve"
+            && i["spec"]["uris"][0] == "spiffe://guestbook/colony/store/serve"),
+        "the store's certificate"
+    );
+    let out = deploy(
+        &dir,
+        &app,
+        &[
+            "--image",
+            "guestbook:test",
+            "--platform",
+            "openshift",
+            "-o",
+            "json",
+        ],
+        true,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for item in list["items"].as_array().expect("items") {
+        if let Some(security) = item["spec"]["template"]["spec"]["securityContext"].as_object() {
+            assert!(
+                !security.contains_key("runAsUser") && !security.contains_key("fsGroup"),
+                "OpenShift picks the ids: {}",
+                item["metadata"]["name"]
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn store_and_cache_mistakes_are_reported() {
+    let dir = scratch("store-bad");
+    let app = binary("guestbook");
+    for (toml, app, needles) in [
+        (
+            "[store]\nsize = \"2Gi\"\n",
+            binary("hello"),
+            &["this app does not have it", "features = [\"store\"]"][..],
+        ),
+        (
+            "[groups]\nall = [\"guestbook::book::sign\", \"colony::store::serve\"]\n",
+            app.clone(),
+            &["must run alone", "Remove it from [groups]"][..],
+        ),
+        (
+            "[services.\"colony::store::serve\"]\nmax_instances = 2\n",
+            app.clone(),
+            &[
+                "exactly one instance",
+                "max_instances is 2 (from colony.toml)",
+            ][..],
+        ),
+        (
+            "[store]\nsize = \"1GB\"\n",
+            app.clone(),
+            &["size = \"1GB\"", "\"1Gi\""][..],
+        ),
+        (
+            "[cache]\nport = 443\n",
+            app.clone(),
+            &["port = 443 is below 1024"][..],
+        ),
+    ] {
+        std::fs::write(dir.join("colony.toml"), toml).expect("write");
+        let out = deploy(&dir, &app, &[], true);
+        assert!(!out.status.success(), "{toml}");
+        for needle in needles {
+            assert!(stderr(&out).contains(needle), "{toml}: {}", stderr(&out));
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

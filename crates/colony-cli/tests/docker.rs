@@ -11,30 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 const ECHO: &str = "colony_e2e::services::basic::echo";
 
-/// The executable of the workspace's package `package`, built.
-fn build(package: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(cargo)
-        .args(["build", "-p", package, "--message-format=json"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(out.status.success(), "{package} builds");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == package)
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("{package}'s executable"))
-}
-
 /// The fixture app's binary.
 fn app() -> PathBuf {
-    build("colony-e2e")
+    common::binary("colony-e2e")
 }
 
 /// `colony up --docker --detach` of `app` in a fresh directory with `toml`.
@@ -360,7 +344,7 @@ fn the_store_container_keeps_its_data_on_the_host_through_a_docker_kill() {
     }
     let cluster = up_docker(
         "store",
-        &build("guestbook"),
+        &common::binary("guestbook"),
         "[cluster]\nheartbeat = \"300ms\"\n",
     );
     let url = cluster.status()["gateway"]

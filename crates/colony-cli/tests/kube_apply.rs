@@ -5,7 +5,10 @@
 //! (`/version`, API group discovery for CRD kinds, server-side apply PATCHes, GET, LIST with
 //! label selectors, DELETE), keeps the objects it is given and records every request. The
 //! tests check our client's side of the conversation: field manager, order, pruning, RBAC
-//! errors, dry runs and waiting. They say nothing about how a real API server would judge
+//! errors, dry runs and waiting, and for an app with the store and the cache
+//! (`examples/guestbook`): StatefulSet
+//! and DaemonSet in order and waited for, claims never pruned, and an unchangeable volume
+//! claim template explained. They say nothing about how a real API server would judge
 //! the objects (the schemas are checked by `kubernetes-validate` in `tests/deploy.rs`).
 
 use std::collections::BTreeMap;
@@ -13,7 +16,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -21,36 +24,21 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+mod common;
+
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 /// The app of `examples/hello`, and so its default namespace.
 const APP: &str = "hello";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+use common::binary;
+
+/// `examples/hello`.
+fn hello() -> PathBuf {
+    binary("hello")
 }
 
-/// `examples/hello`, built once.
-fn hello() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let out = std::process::Command::new(cargo)
-                .args(["build", "-p", "hello", "--message-format=json"])
-                .current_dir(root())
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("cargo runs");
-            assert!(out.status.success(), "hello builds");
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["kind"][0] == "bin")
-                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-                .expect("an executable")
-        })
-        .clone()
-}
+/// `examples/guestbook`, the app with the store (and its namespace).
+const GUESTBOOK: &str = "guestbook";
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("colony-kube-{name}-{}", std::process::id()));
@@ -150,9 +138,15 @@ impl Fake {
     }
 
     fn has(&self, plural: &str, name: &str) -> bool {
-        self.lock()
-            .objects
-            .contains_key(&(plural.to_owned(), APP.to_owned(), name.to_owned()))
+        self.has_in(APP, plural, name)
+    }
+
+    fn has_in(&self, namespace: &str, plural: &str, name: &str) -> bool {
+        self.lock().objects.contains_key(&(
+            plural.to_owned(),
+            namespace.to_owned(),
+            name.to_owned(),
+        ))
     }
 }
 
@@ -368,6 +362,22 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
                     format!("{content_type} is not an apply patch"),
                 );
             }
+            if plural == "statefulsets"
+                && let Some(old) = state.objects.get(&key(&name))
+                && old["spec"]["volumeClaimTemplates"] != body["spec"]["volumeClaimTemplates"]
+            {
+                // As the API server answers: a StatefulSet's claim templates are fixed.
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!(
+                        "StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to \
+                         statefulset spec for fields other than 'replicas', 'ordinals', \
+                         'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' \
+                         and 'minReadySeconds' are forbidden"
+                    ),
+                );
+            }
             let mut object = body;
             let generation = state
                 .objects
@@ -390,22 +400,38 @@ async fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
                     format!("{plural} \"{name}\" not found"),
                 );
             };
-            if plural == "deployments" {
+            if ["deployments", "statefulsets", "daemonsets"].contains(&plural.as_str()) {
                 let gets = {
-                    let g = state.gets.entry(name.clone()).or_default();
+                    let g = state.gets.entry(format!("{plural}/{name}")).or_default();
                     *g += 1;
                     *g
                 };
-                let replicas = object["spec"]["replicas"].as_u64().unwrap_or(1);
-                let ready = if gets >= state.ready_after {
-                    replicas
-                } else {
-                    0
+                let ready = gets >= state.ready_after;
+                let generation = object["metadata"]["generation"].clone();
+                object["status"] = match plural.as_str() {
+                    // Three nodes, each running the new pod once ready.
+                    "daemonsets" => json!({
+                        "observedGeneration": generation, "desiredNumberScheduled": 3,
+                        "currentNumberScheduled": 3, "updatedNumberScheduled": 3,
+                        "numberReady": if ready { 3 } else { 1 },
+                        "numberAvailable": if ready { 3 } else { 1 },
+                    }),
+                    _ => {
+                        let replicas = object["spec"]["replicas"].as_u64().unwrap_or(1);
+                        let mut status = json!({
+                            "observedGeneration": generation, "replicas": replicas,
+                            "updatedReplicas": replicas,
+                            "readyReplicas": if ready { replicas } else { 0 },
+                        });
+                        if plural == "statefulsets" {
+                            // The pod moves to the new revision when it is ready.
+                            status["updateRevision"] = json!(format!("{name}-2"));
+                            status["currentRevision"] =
+                                json!(format!("{name}-{}", if ready { 2 } else { 1 }));
+                        }
+                        status
+                    }
                 };
-                object["status"] = json!({
-                    "observedGeneration": object["metadata"]["generation"],
-                    "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready,
-                });
             }
             reply(StatusCode::OK, &object)
         }
@@ -475,11 +501,16 @@ fn closed_port() -> u16 {
 }
 
 async fn colony(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    colony_with(&hello(), dir, env, args).await
+}
+
+/// `colony deploy k8s` of the app binary `app`.
+async fn colony_with(app: &Path, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(COLONY);
     cmd.args(["deploy", "k8s"])
         .arg(dir)
         .arg("--app-binary")
-        .arg(hello())
+        .arg(app)
         .args(["--image", "hello:test"])
         .args(args)
         .env_remove("KUBECONFIG")
@@ -502,9 +533,14 @@ fn text(bytes: &[u8]) -> String {
 
 /// The objects `colony deploy k8s` generates with these arguments, as `-o json` prints them.
 async fn manifests(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Vec<Value> {
+    manifests_of(&hello(), dir, env, args).await
+}
+
+/// The objects `colony deploy k8s` generates for the app binary `app`.
+async fn manifests_of(app: &Path, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Vec<Value> {
     let mut all = args.to_vec();
     all.extend(["--dry-run", "-o", "json"]);
-    let out = colony(dir, env, &all).await;
+    let out = colony_with(app, dir, env, &all).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let list: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     list["items"].as_array().cloned().unwrap_or_default()
@@ -532,6 +568,8 @@ const ORDER: &[&str] = &[
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "Ingress",
+    "DaemonSet",
+    "StatefulSet",
     "Deployment",
 ];
 
@@ -973,6 +1011,168 @@ async fn waiting_gives_up_at_the_timeout_and_names_what_is_not_ready() {
             && err.contains("gateway (0/2 ready")
             && err.contains("kubectl -n hello describe deployment"),
         "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_the_cache_are_applied_waited_for_and_their_data_never_pruned() {
+    let dir = scratch("store");
+    let app = binary(GUESTBOOK);
+    std::fs::write(
+        dir.join("colony.toml"),
+        "[store]\nsize = \"2Gi\"\n[cache]\n",
+    )
+    .expect("write");
+    let mut state = State {
+        ready_after: 3,
+        ..State::default()
+    };
+    // An earlier deploy's store and cache under other names, and the claim the old store's
+    // StatefulSet made: labelled as the app's, even `managed-by: colony`, which must not
+    // matter.
+    let mut claim = labelled("PersistentVolumeClaim", "v1", "data-old-store-0", GUESTBOOK);
+    claim["spec"] =
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+    for (plural, object) in [
+        (
+            "statefulsets",
+            labelled("StatefulSet", "apps/v1", "old-store", GUESTBOOK),
+        ),
+        (
+            "daemonsets",
+            labelled("DaemonSet", "apps/v1", "old-cache", GUESTBOOK),
+        ),
+        ("persistentvolumeclaims", claim),
+    ] {
+        let mut object = object;
+        object["metadata"]["namespace"] = json!(GUESTBOOK);
+        let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        state
+            .objects
+            .insert((plural.to_owned(), GUESTBOOK.to_owned(), name), object);
+    }
+    let fake = Fake::start(state).await;
+    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
+    let env = [
+        ("KUBECONFIG", config.to_str().expect("utf-8")),
+        ("COLONY_TLS", "off"),
+    ];
+    let args = ["--context", "fake"];
+    let want = manifests_of(&app, &dir, &env, &args).await;
+    let mut apply = args.to_vec();
+    apply.extend(["--prune", "--wait", "--timeout", "120s"]);
+    let out = colony_with(&app, &dir, &env, &apply).await;
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+
+    // Applied as generated, the cache before the store before the services.
+    let patches = fake.requests("PATCH");
+    assert_eq!(patches.len(), want.len(), "one apply per object");
+    let kinds: Vec<&str> = patches
+        .iter()
+        .filter_map(|p| p.body["kind"].as_str())
+        .collect();
+    let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(usize::MAX);
+    assert!(
+        kinds.windows(2).all(|w| rank(w[0]) <= rank(w[1])),
+        "{kinds:?}"
+    );
+    for kind in ["DaemonSet", "StatefulSet"] {
+        assert_eq!(
+            kinds.iter().filter(|k| **k == kind).count(),
+            1,
+            "{kind} in {kinds:?}"
+        );
+    }
+    assert!(fake.has_in(GUESTBOOK, "statefulsets", "colony-store-serve"));
+    assert!(fake.has_in(GUESTBOOK, "daemonsets", "guestbook-cache"));
+
+    // Waited for all of them, each by its own kind's status.
+    for line in [
+        "statefulset/colony-store-serve: ready (1/1)",
+        "daemonset/guestbook-cache: ready (3/3)",
+        "deployment/gateway: ready",
+        "daemonset/guestbook-cache: 1/3 ready",
+    ] {
+        assert!(err.contains(line), "{line} in:\n{err}");
+    }
+    assert!(
+        err.contains("rolled out: 3 Deployments, 1 StatefulSet, 1 DaemonSet ready"),
+        "{err}"
+    );
+    let status_gets = fake
+        .requests("GET")
+        .iter()
+        .filter(|r| r.path.ends_with("/statefulsets/colony-store-serve"))
+        .count();
+    assert!(status_gets >= 3, "polled until ready: {status_gets}");
+
+    // Pruned: the old StatefulSet and DaemonSet; the claim is never listed nor deleted.
+    let mut deleted: Vec<(String, String)> = fake
+        .requests("DELETE")
+        .iter()
+        .map(Recorded::target)
+        .collect();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [("daemonsets", "old-cache"), ("statefulsets", "old-store")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert!(
+        !fake
+            .lock()
+            .requests
+            .iter()
+            .any(|r| r.path.contains("persistentvolumeclaims")),
+        "colony never touches a claim"
+    );
+    assert!(
+        fake.has_in(GUESTBOOK, "persistentvolumeclaims", "data-old-store-0"),
+        "the data survives"
+    );
+    assert!(
+        err.contains("data-old-store-0") && err.contains("kept"),
+        "the prune says where the data is: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_store_disk_is_refused_with_how_to_grow_it() {
+    let dir = scratch("store-resize");
+    let app = binary(GUESTBOOK);
+    let fake = Fake::start(State::default()).await;
+    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
+    let env = [
+        ("KUBECONFIG", config.to_str().expect("utf-8")),
+        ("COLONY_TLS", "off"),
+    ];
+    let out = colony_with(&app, &dir, &env, &["--context", "fake"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    std::fs::write(dir.join("colony.toml"), "[store]\nsize = \"5Gi\"\n").expect("write");
+    let out = colony_with(&app, &dir, &env, &["--context", "fake"]).await;
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("could not apply StatefulSet colony-store-serve")
+            && err.contains("cannot change in place")
+            && err.contains("kubectl -n guestbook patch pvc data-NAME-0")
+            && err.contains("--cascade=orphan"),
+        "{err}"
+    );
+    let stored = fake.lock().objects[&(
+        "statefulsets".to_owned(),
+        GUESTBOOK.to_owned(),
+        "colony-store-serve".to_owned(),
+    )]
+        .clone();
+    assert_eq!(
+        stored["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "1Gi",
+        "the default size, unchanged"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
