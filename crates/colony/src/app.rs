@@ -286,7 +286,7 @@ async fn host_role(
     // the reason, rather than failing every call.
     #[cfg(feature = "store")]
     if services.iter().any(|s| s == crate::store::SERVICE) {
-        crate::store::open().map_err(Error::Usage)?;
+        crate::store::open().await.map_err(Error::Usage)?;
     }
     let peers = parse_peers(&common)?;
     let router = Router::builder(transport.dialer())

@@ -40,10 +40,12 @@
 
 mod cache;
 mod embedded;
+#[cfg(feature = "store-postgres")]
+mod postgres;
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -175,35 +177,98 @@ pub enum Reply {
 pub(crate) const SERVICE: &str = "colony::store::serve";
 
 /// Open this process's store now (it hosts the store service).
-pub(crate) fn open() -> Result<(), String> {
-    embedded().map(|_| ()).map_err(|e| e.message().to_owned())
+pub(crate) async fn open() -> Result<(), String> {
+    durable()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.message().to_owned())
+}
+
+/// The durable tier: the embedded file, or PostgreSQL.
+enum Durable {
+    /// A redb file (or memory), written by this process alone.
+    Embedded(Embedded),
+    /// A PostgreSQL database, shared by every instance of the store service.
+    #[cfg(feature = "store-postgres")]
+    Postgres(postgres::Postgres),
+}
+
+impl Durable {
+    /// Where the values live, for messages.
+    fn place(&self) -> &str {
+        match self {
+            Durable::Embedded(e) => &e.place,
+            #[cfg(feature = "store-postgres")]
+            Durable::Postgres(p) => &p.place,
+        }
+    }
+
+    async fn get(&self, key: Vec<u8>) -> Result<Option<(u64, Vec<u8>)>, String> {
+        match self {
+            Durable::Embedded(e) => e.get(key).await,
+            #[cfg(feature = "store-postgres")]
+            Durable::Postgres(p) => p.get(&key).await,
+        }
+    }
+
+    async fn swap(
+        &self,
+        key: Vec<u8>,
+        expect: Expect,
+        value: Option<Vec<u8>>,
+    ) -> Result<Reply, String> {
+        match self {
+            Durable::Embedded(e) => e.swap(key, expect, value).await,
+            #[cfg(feature = "store-postgres")]
+            Durable::Postgres(p) => p.swap(&key, expect, value.as_deref()).await,
+        }
+    }
 }
 
 /// The durable tier of this process, opened on first use by the instance that hosts the
-/// store service.
-static EMBEDDED: OnceLock<Result<Embedded, String>> = OnceLock::new();
+/// store service (a failure is not kept: the next use tries again).
+static DURABLE: tokio::sync::OnceCell<Durable> = tokio::sync::OnceCell::const_new();
 
-/// Open the store file named by `COLONY_STORE_PATH` (`memory` for one that lives in
-/// memory), or `.colony/store.redb` in the working directory.
-fn embedded() -> Result<&'static Embedded, ServiceError> {
-    EMBEDDED
-        .get_or_init(|| {
-            let path = std::env::var_os("COLONY_STORE_PATH")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(".colony").join("store.redb"));
-            let opened = if path.as_os_str() == "memory" {
-                Embedded::memory()
-            } else {
-                Embedded::open(&path)
-            };
+async fn durable() -> Result<&'static Durable, ServiceError> {
+    DURABLE
+        .get_or_try_init(|| async {
+            let opened = open_from_env().await;
             match &opened {
-                Ok(store) => tracing::info!(store = %store.place, "store opened"),
+                Ok(store) => tracing::info!(store = %store.place(), "store opened"),
                 Err(e) => tracing::error!(error = %e, "the store cannot open"),
             }
             opened
         })
-        .as_ref()
+        .await
         .map_err(|e| ServiceError::new(ErrorKind::Unavailable, e))
+}
+
+/// The database named by `COLONY_STORE_URL`, else the file named by `COLONY_STORE_PATH`
+/// (`memory` for one that lives in memory), else `.colony/store.redb` in the working
+/// directory.
+async fn open_from_env() -> Result<Durable, String> {
+    if let Some(url) = std::env::var("COLONY_STORE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        #[cfg(feature = "store-postgres")]
+        return postgres::Postgres::open(&url).await.map(Durable::Postgres);
+        #[cfg(not(feature = "store-postgres"))]
+        return Err(format!(
+            "COLONY_STORE_URL names a database ({} characters), but this binary was built \
+             without colony's `store-postgres` feature: add the feature, or unset \
+             COLONY_STORE_URL to keep the store in a file",
+            url.len()
+        ));
+    }
+    let path = std::env::var_os("COLONY_STORE_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".colony").join("store.redb"));
+    if path.as_os_str() == "memory" {
+        Embedded::memory().map(Durable::Embedded)
+    } else {
+        Embedded::open(&path).map(Durable::Embedded)
+    }
 }
 
 /// The durable store: a built-in service, hosted by one instance, which every other
@@ -211,7 +276,7 @@ fn embedded() -> Result<&'static Embedded, ServiceError> {
 #[crate::microservice(min_instances = 1, max_instances = 1, timeout = "10s")]
 #[doc(hidden)]
 pub async fn serve(op: Op) -> Result<Reply, ServiceError> {
-    let store = embedded()?;
+    let store = durable().await?;
     match op {
         Op::Get { key } => store.get(key).await.map(Reply::Found),
         Op::Swap { key, expect, value } => {
@@ -276,23 +341,24 @@ impl Store {
     /// it fails if the store is already open elsewhere, or the file cannot be opened.
     pub fn open_file(path: impl AsRef<std::path::Path>) -> Result<(), StoreError> {
         let path = path.as_ref();
-        let opened = EMBEDDED.get_or_init(|| Embedded::open(path));
-        match opened {
-            Ok(store) if store.place == path.display().to_string() => Ok(()),
-            Ok(store) => Err(StoreError::Service(ServiceError::new(
-                ErrorKind::Unavailable,
-                format!(
+        let unavailable =
+            |e: String| StoreError::Service(ServiceError::new(ErrorKind::Unavailable, e));
+        if let Some(store) = DURABLE.get() {
+            return if store.place() == path.display().to_string() {
+                Ok(())
+            } else {
+                Err(unavailable(format!(
                     "the store is already open on {}, so it cannot move to {}: call \
                      Store::open_file before the store's first use",
-                    store.place,
+                    store.place(),
                     path.display()
-                ),
-            ))),
-            Err(e) => Err(StoreError::Service(ServiceError::new(
-                ErrorKind::Unavailable,
-                e,
-            ))),
+                )))
+            };
         }
+        let store = Embedded::open(path).map_err(unavailable)?;
+        DURABLE
+            .set(Durable::Embedded(store))
+            .map_err(|_| unavailable("the store was opened elsewhere at the same time".to_owned()))
     }
 
     /// The table `name`, whose keys are `K` and values `V`. Tables are namespaces in one
@@ -524,8 +590,12 @@ fn cache_key(key: &[u8]) -> String {
 /// Make this process's store live in memory, if it is not open yet: for tests. Whether the
 /// store is now in memory.
 pub(crate) fn open_in_memory() -> bool {
-    let opened = EMBEDDED.get_or_init(Embedded::memory);
-    opened.as_ref().is_ok_and(|s| s.place == "memory")
+    if DURABLE.get().is_none()
+        && let Ok(store) = Embedded::memory()
+    {
+        let _ = DURABLE.set(Durable::Embedded(store));
+    }
+    DURABLE.get().is_some_and(|s| s.place() == "memory")
 }
 
 #[cfg(test)]
