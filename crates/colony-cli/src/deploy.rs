@@ -157,6 +157,13 @@ impl Unit {
     fn is_store(&self) -> bool {
         self.services.iter().any(|s| s == STORE_SERVICE)
     }
+
+    /// Whether this is the store service keeping its values on a disk of its own (the
+    /// StatefulSet), rather than in a PostgreSQL database (`[store] database_secret`),
+    /// where it is an autoscaled Deployment like any service.
+    fn is_store_on_disk(&self, opts: &Options) -> bool {
+        self.is_store() && opts.store.database_secret.is_none()
+    }
 }
 
 /// A DNS-1035 label for `name`: lower case letters, digits and `-`, starting with a letter,
@@ -270,7 +277,7 @@ pub(crate) fn manifests(
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for u in &units {
         let who = u.services.join(",");
-        if u.is_store() {
+        if u.is_store_on_disk(opts) {
             check_single_writer(&u.settings)?;
         }
         if opts.cache.is_some()
@@ -535,7 +542,12 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
     let (volumes, mut mounts) = tls_volume(opts, &unit.name);
     let mut env = common_env(opts, peers);
     let mut security = pod_security(opts);
-    if unit.is_store() {
+    if let (true, Some(secret)) = (unit.is_store(), &opts.store.database_secret) {
+        // The store on PostgreSQL: the URL (with its password) comes from the Secret, never
+        // from the manifest.
+        env.push(json!({"name": "COLONY_STORE_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": "url"}}}));
+    }
+    if unit.is_store_on_disk(opts) {
         // The claim of the StatefulSet's `data` template; the root filesystem stays
         // read-only. The pod's fsGroup makes the volume writable by the non-root user,
         // and is applied only when the volume's root does not have it yet (a large disk
@@ -593,7 +605,7 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
     let headless = format!("{}-headless", unit.name);
     let template = json!({"metadata": {"labels": template_labels}, "spec": pod_spec});
     let mut out = vec![
-        if unit.is_store() {
+        if unit.is_store_on_disk(opts) {
             store_stateful_set(unit, opts, &selector, &headless, template)
         } else {
             json!({
@@ -634,8 +646,8 @@ fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Value> {
             },
         }),
     ];
-    if !unit.is_store() {
-        // The store has no autoscaler: it is fixed at one writer.
+    if !unit.is_store_on_disk(opts) {
+        // The store on a disk has no autoscaler: it is fixed at one writer.
         let min_replicas = s.min_instances.value.max(1);
         out.push(json!({
             "apiVersion": "autoscaling/v2",
@@ -1026,6 +1038,7 @@ mod tests {
             store: StoreSettings {
                 size: "5Gi".to_owned(),
                 storage_class: Some("fast-ssd".to_owned()),
+                database_secret: None,
             },
             cache,
         }
@@ -1169,6 +1182,41 @@ mod tests {
                 && err.contains("COLONY_COLONY_STORE_SERVE__MAX_INSTANCES"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_store_on_postgres_is_an_autoscaled_deployment_told_its_database_by_a_secret() {
+        let env =
+            |k: &str| (k == "COLONY_COLONY_STORE_SERVE__MAX_INSTANCES").then(|| "4".to_owned());
+        let (describe, settings) = app_with_store(&env);
+        let mut opts = options(None);
+        opts.store = StoreSettings {
+            database_secret: Some("shop-db".to_owned()),
+            ..StoreSettings::default()
+        };
+        let objects = manifests(&describe, &settings, &BTreeMap::new(), &opts)
+            .expect("four instances on a database are fine");
+        let name = "colony-store-serve";
+        assert!(find(&objects, "StatefulSet", name).is_none(), "no disk");
+        let deployment = find(&objects, "Deployment", name).expect("a Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let env = container["env"].as_array().expect("env");
+        let url = env
+            .iter()
+            .find(|e| e["name"] == "COLONY_STORE_URL")
+            .expect("the database's URL");
+        assert_eq!(
+            url["valueFrom"]["secretKeyRef"],
+            json!({"name": "shop-db", "key": "url"})
+        );
+        assert!(env.iter().all(|e| e["name"] != "COLONY_STORE_PATH"));
+        assert!(
+            container["volumeMounts"]
+                .as_array()
+                .is_none_or(|m| m.iter().all(|m| m["name"] != "data"))
+        );
+        let hpa = find(&objects, "HorizontalPodAutoscaler", name).expect("an autoscaler");
+        assert_eq!(hpa["spec"]["maxReplicas"], 4);
     }
 
     #[test]

@@ -123,12 +123,14 @@ struct ColonyToml {
     cache: Option<CacheToml>,
 }
 
-/// `[store]`: the PersistentVolumeClaim of the store's StatefulSet.
+/// `[store]`: the PersistentVolumeClaim of the store's StatefulSet, or the Secret that
+/// names its PostgreSQL database.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoreToml {
     size: Option<String>,
     storage_class: Option<String>,
+    database_secret: Option<String>,
 }
 
 /// `[cache]`: the memcached DaemonSet.
@@ -195,6 +197,10 @@ pub(crate) struct StoreSettings {
     /// The StorageClass of the claim; `None` takes the cluster's default class, `""` binds
     /// to PersistentVolumes made by hand with no class.
     pub(crate) storage_class: Option<String>,
+    /// A Secret whose key `url` is a PostgreSQL URL: the store then keeps its values in
+    /// that database (feature `store-postgres`), runs as an autoscaled Deployment like any
+    /// service, and has no disk of its own.
+    pub(crate) database_secret: Option<String>,
 }
 
 impl Default for StoreSettings {
@@ -202,6 +208,7 @@ impl Default for StoreSettings {
         StoreSettings {
             size: DEFAULT_STORE_SIZE.to_owned(),
             storage_class: None,
+            database_secret: None,
         }
     }
 }
@@ -300,7 +307,7 @@ fn load(dir: &Path) -> anyhow::Result<ColonyToml> {
             anyhow::anyhow!(
                 "{} is malformed: {}\nallowed: security, cert_lifetime, cert_renew_before; [cluster] heartbeat; [defaults] and [services.\"NAME\"] min_instances, \
                  max_instances, high_watermark, low_watermark, cooldown, capacity, threads, pin_cores, \
-                 max_per_host, prefer_nodes, burst, callers; [groups] NAME = [SERVICES]; [store] size, storage_class; \
+                 max_per_host, prefer_nodes, burst, callers; [groups] NAME = [SERVICES]; [store] size, storage_class, database_secret; \
                  [cache] enabled, image, memory_mb, port, max_connections, ttl",
                 path.display(),
                 e.to_string().trim()
@@ -358,6 +365,25 @@ pub(crate) fn storage(describe: &serde_json::Value, dir: &Path) -> anyhow::Resul
                 );
             }
             out.store.storage_class = Some(class);
+        }
+        if let Some(secret) = store.database_secret {
+            if !dns_subdomain(&secret) {
+                bail!(
+                    "{}: [store] database_secret = \"{secret}\" is not a Secret name (lower \
+                     case letters, digits, `-` and `.`); name the Secret whose key `url` holds \
+                     the database's postgres:// URL",
+                    path.display()
+                );
+            }
+            if out.store.storage_class.is_some() || out.store.size != DEFAULT_STORE_SIZE {
+                bail!(
+                    "{}: [store] sets both database_secret and a disk (size, storage_class): \
+                     a store on a database has no disk of its own; remove size and \
+                     storage_class, or database_secret to keep the store on a disk",
+                    path.display()
+                );
+            }
+            out.store.database_secret = Some(secret);
         }
     }
     if let Some(cache) = toml.cache {
@@ -957,6 +983,16 @@ mod tests {
                 "[store]\nstorage_class = \"Fast_SSD\"\n",
                 with_store(),
                 &["not a StorageClass name", "kubectl get storageclass"][..],
+            ),
+            (
+                "[store]\ndatabase_secret = \"Shop DB\"\n",
+                with_store(),
+                &["not a Secret name", "key `url`"][..],
+            ),
+            (
+                "[store]\ndatabase_secret = \"shop-db\"\nsize = \"5Gi\"\n",
+                with_store(),
+                &["both database_secret and a disk", "remove size"][..],
             ),
             (
                 "[store]\nsize = 5\n",

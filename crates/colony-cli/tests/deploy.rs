@@ -337,6 +337,24 @@ fn store_and_cache_manifests_validate_and_a_snapshot_pins_them() {
             );
         }
     }
+
+    // The store on PostgreSQL: a Deployment told its database by a Secret, no disk.
+    std::fs::write(
+        dir.join("colony.toml"),
+        "[store]\ndatabase_secret = \"guestbook-db\"\n\n\
+         [services.\"colony::store::serve\"]\nmax_instances = 3\n",
+    )
+    .expect("write");
+    let out = deploy(&dir, &app, &["--image", "guestbook:test"], true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = dir.join("store-postgres.yaml");
+    std::fs::write(&file, &out.stdout).expect("write");
+    for version in ["1.29.0", "1.33.0"] {
+        validate(&file, version);
+    }
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(!yaml.contains("kind: StatefulSet"), "{yaml}");
+    assert!(yaml.contains("name: guestbook-db"), "{yaml}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
