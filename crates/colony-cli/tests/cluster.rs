@@ -14,6 +14,8 @@ mod common;
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 const SLEEP: &str = "colony_e2e::services::work::sleep_ms";
 const DRIVE: &str = "colony_e2e::services::load::drive";
+/// The store service of the guestbook example.
+const STORE: &str = "colony::store::serve";
 
 /// The fixture app's binary, built once.
 fn app() -> &'static Path {
@@ -822,27 +824,11 @@ fn listed(url: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-#[test]
-fn the_store_keeps_every_acknowledged_write_through_a_kill_9_and_reads_through_the_cache() {
-    const STORE: &str = "colony::store::serve";
-    const TOML: &str = r#"
-[cluster]
-heartbeat = "300ms"
-"#;
-    let Some(cache) = Memcached::start() else {
-        return;
-    };
-    let cluster = Cluster::up_app("store", TOML, guestbook(), &[("COLONY_CACHE", &cache.addr)]);
-    let url = cluster.status()["gateway"]
-        .as_str()
-        .expect("a gateway URL")
-        .to_owned();
-    cluster.wait_until("the store serves", Duration::from_secs(60), |c| {
-        !c.instances(STORE, "healthy").is_empty()
-    });
-    // The store's file lives in the app's .colony/, outside any instance.
-    assert!(cluster.dir.join(".colony/store/store.redb").is_file());
-
+/// Sign the guestbook from four threads while the store's instance `victim` is killed
+/// with `kill -9` and replaced; then check that every acknowledged signature is in the book,
+/// under the number it was acknowledged with. The book.
+fn sign_through_a_store_kill(cluster: &Cluster, url: &str) -> Vec<(u64, String)> {
+    let url = url.to_owned();
     // Four signers sign until told to stop; a signature the store could not take while it
     // was down is answered 503 and signed again.
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -923,6 +909,31 @@ heartbeat = "300ms"
             "{entry:?} is lost; the book: {book:?}"
         );
     }
+    book
+}
+
+
+#[test]
+fn the_store_keeps_every_acknowledged_write_through_a_kill_9_and_reads_through_the_cache() {
+    const TOML: &str = r#"
+[cluster]
+heartbeat = "300ms"
+"#;
+    let Some(cache) = Memcached::start() else {
+        return;
+    };
+    let cluster = Cluster::up_app("store", TOML, guestbook(), &[("COLONY_CACHE", &cache.addr)]);
+    let url = cluster.status()["gateway"]
+        .as_str()
+        .expect("a gateway URL")
+        .to_owned();
+    cluster.wait_until("the store serves", Duration::from_secs(60), |c| {
+        !c.instances(STORE, "healthy").is_empty()
+    });
+    // The store's file lives in the app's .colony/, outside any instance.
+    assert!(cluster.dir.join(".colony/store/store.redb").is_file());
+
+    let book = sign_through_a_store_kill(&cluster, &url);
 
     // Entries are read through the cache tier: a second listing hits memcached.
     let hits = cache.stat("get_hits");
@@ -937,4 +948,41 @@ heartbeat = "300ms"
     // A dead cache costs speed, not answers.
     drop(cache);
     assert_eq!(listed(&url), book);
+}
+
+#[test]
+fn a_store_on_postgres_served_by_two_instances_loses_nothing_when_one_is_killed() {
+    const TOML: &str = r#"
+[cluster]
+heartbeat = "300ms"
+
+[services."colony::store::serve"]
+min_instances = 2
+max_instances = 2
+"#;
+    let Ok(database) = std::env::var("COLONY_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set COLONY_TEST_POSTGRES_URL (see .ci/run)"
+        );
+        eprintln!("skipped: COLONY_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let cluster = Cluster::up_app(
+        "store-postgres",
+        TOML,
+        guestbook(),
+        &[("COLONY_STORE_URL", &database)],
+    );
+    let url = cluster.status()["gateway"]
+        .as_str()
+        .expect("a gateway URL")
+        .to_owned();
+    cluster.wait_until("two store instances serve", Duration::from_secs(60), |c| {
+        c.instances(STORE, "healthy").len() == 2
+    });
+    // No file: the values are in the database.
+    assert!(!cluster.dir.join(".colony/store/store.redb").exists());
+    let book = sign_through_a_store_kill(&cluster, &url);
+    assert!(!book.is_empty());
 }
