@@ -912,7 +912,6 @@ fn sign_through_a_store_kill(cluster: &Cluster, url: &str) -> Vec<(u64, String)>
     book
 }
 
-
 #[test]
 fn the_store_keeps_every_acknowledged_write_through_a_kill_9_and_reads_through_the_cache() {
     const TOML: &str = r#"
