@@ -9,6 +9,7 @@ mod deploy;
 mod docker;
 mod image;
 mod kube_apply;
+mod local_cache;
 mod logs;
 mod metrics;
 mod orchestrator;
@@ -334,6 +335,7 @@ fn prepare(
         services,
         gateway: exposed.then(|| "127.0.0.1:0".to_owned()),
         docker: None,
+        cache: settings::storage(&describe, &path)?.cache,
     };
     Ok((app, cluster, settings))
 }
@@ -534,6 +536,9 @@ fn print_table(status: &Status) {
     println!("{table}");
     if let Some(url) = &status.gateway {
         println!("gateway: {url}  (routes and examples at {url}/, OpenAPI at {url}/openapi.json)");
+    }
+    if let Some(cache) = &status.cache {
+        println!("cache: memcached on {cache}  (COLONY_CACHE of every instance)");
     }
 }
 

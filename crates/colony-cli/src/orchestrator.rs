@@ -32,10 +32,12 @@ use colony::security::{
 use colony::transport::{Authenticated, BoxStream, Dialer, Listener, PeerIdentity};
 use serde::{Deserialize, Serialize};
 use tokio::io::{BufReader, ReadHalf, WriteHalf};
+
+use crate::local_cache::LocalCache;
 use tokio::sync::mpsc;
 
 use crate::docker::DockerCluster;
-use crate::settings::{ClusterSettings, ServiceSettings};
+use crate::settings::{CacheSettings, ClusterSettings, ServiceSettings};
 
 /// The pseudo-service under which the HTTP gateway runs (its certificate names this role).
 pub(crate) const GATEWAY: &str = ROLE_GATEWAY;
@@ -78,6 +80,8 @@ pub(crate) struct App {
     pub(crate) gateway: Option<String>,
     /// Instances run as containers of this cluster (`colony up --docker`).
     pub(crate) docker: Option<DockerCluster>,
+    /// `[cache]` of `colony.toml`: the memcached to run for the store (process mode).
+    pub(crate) cache: Option<CacheSettings>,
 }
 
 /// The state of an instance.
@@ -147,6 +151,9 @@ struct Persisted {
     next_id: u64,
     desired: BTreeMap<String, u32>,
     instances: Vec<InstanceInfo>,
+    /// The cluster's memcached, when `[cache]` is on.
+    #[serde(default)]
+    cache: Option<LocalCache>,
 }
 
 /// How the CLI reaches the control port, written to `.colony/orchestrator.json`.
@@ -188,6 +195,9 @@ pub(crate) struct Status {
     /// The HTTP gateway's URL, once it is serving.
     #[serde(default)]
     pub(crate) gateway: Option<String>,
+    /// The cache tier's address (`[cache]`), which every instance has as `COLONY_CACHE`.
+    #[serde(default)]
+    pub(crate) cache: Option<String>,
 }
 
 /// One service in `status`.
@@ -220,6 +230,10 @@ struct Inner {
     ca: Option<Arc<Ca>>,
     /// Refusals in the current second, and those not logged since the last logged one.
     refusals: (Instant, u32, u64),
+    /// The cluster's memcached (`[cache]`), and its process when this orchestrator
+    /// started it (to reap it).
+    cache: Option<LocalCache>,
+    cache_child: Option<std::process::Child>,
 }
 
 /// A running orchestrator.
@@ -318,6 +332,94 @@ impl Inner {
         Ok(Some(dir))
     }
 
+    /// Start the cluster's memcached when `[cache]` asks for one, or adopt the one a
+    /// previous orchestrator started (`previous`, if it still runs). Not under `--docker`
+    /// (there is no memcached image to run without a registry), nor when `COLONY_CACHE`
+    /// already names a cache.
+    fn start_cache(&mut self, previous: Option<LocalCache>) {
+        let Some(settings) = self.app.cache.clone() else {
+            if let Some(old) = previous.filter(|c| pid_alive(c.pid)) {
+                kill(old.pid, "TERM");
+            }
+            return;
+        };
+        if self.app.docker.is_some() || std::env::var_os("COLONY_CACHE").is_some() {
+            let why = if self.app.docker.is_some() {
+                "[cache] runs no memcached under --docker: set COLONY_CACHE to one the \
+                 containers can reach"
+            } else {
+                "[cache] runs no memcached: COLONY_CACHE names the cache already"
+            };
+            self.event("cache", "memcached", None, why.to_owned());
+            return;
+        }
+        if let Some(old) = previous.filter(|c| pid_alive(c.pid)) {
+            self.cache = Some(old);
+            return;
+        }
+        self.spawn_cache(&settings, None);
+    }
+
+    /// Start memcached (on `port`, to keep the address instances already have).
+    fn spawn_cache(&mut self, settings: &CacheSettings, port: Option<u16>) {
+        let logs = self.app.state_dir.join("logs");
+        let started = std::fs::create_dir_all(&logs)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| crate::local_cache::start(settings, port, &logs.join("cache.log")));
+        match started {
+            Ok((child, cache)) => {
+                self.event(
+                    "cache",
+                    "memcached",
+                    None,
+                    format!("memcached on {}", cache.addr),
+                );
+                self.cache = Some(cache);
+                self.cache_child = Some(child);
+            }
+            Err(e) => {
+                eprintln!("colony: {e:#}");
+                self.event("cache", "memcached", None, format!("{e:#}"));
+            }
+        }
+    }
+
+    /// Restart the cache on its port if it died.
+    fn watch_cache(&mut self) {
+        let Some(cache) = &self.cache else { return };
+        let dead = match &mut self.cache_child {
+            Some(child) => !matches!(child.try_wait(), Ok(None)),
+            None => !pid_alive(cache.pid),
+        };
+        if !dead || self.stopping {
+            return;
+        }
+        let port = crate::local_cache::port(&cache.addr);
+        self.event(
+            "cache",
+            "memcached",
+            None,
+            format!("memcached (pid {}) is gone; starting it again", cache.pid),
+        );
+        self.cache = None;
+        self.cache_child = None;
+        if let Some(settings) = self.app.cache.clone() {
+            self.spawn_cache(&settings, port);
+        }
+    }
+
+    /// What an instance is told about the cache tier.
+    fn cache_env(&self) -> Vec<(&'static str, String)> {
+        let Some(cache) = &self.cache else {
+            return Vec::new();
+        };
+        let mut env = vec![("COLONY_CACHE", cache.addr.clone())];
+        if let Some(ttl) = self.app.cache.as_ref().and_then(|c| c.ttl_secs) {
+            env.push(("COLONY_CACHE_TTL", ttl.to_string()));
+        }
+        env
+    }
+
     fn persist(&self) {
         let persisted = Persisted {
             fingerprint: self.app.fingerprint.clone(),
@@ -325,6 +427,7 @@ impl Inner {
             next_id: self.next_id,
             desired: self.desired.clone(),
             instances: self.instances.values().map(|i| i.info.clone()).collect(),
+            cache: self.cache.clone(),
         };
         let path = self.app.state_dir.join("state.json");
         let tmp = self.app.state_dir.join("state.json.tmp");
@@ -514,6 +617,7 @@ impl Inner {
                 "COLONY_STORE_PATH",
                 self.app.state_dir.join(STORE_DIR).join("store.redb"),
             )
+            .envs(self.cache_env())
             .current_dir(&self.app.dir)
             .env(
                 "COLONY_HEARTBEAT",
@@ -609,6 +713,7 @@ impl Inner {
     }
 
     fn tick(&mut self) {
+        self.watch_cache();
         let now = Instant::now();
         let hb = self.cluster.heartbeat();
         let mut changed = false;
@@ -852,6 +957,7 @@ impl Inner {
             .map(|a| format!("http://{a}"));
         Status {
             gateway,
+            cache: self.cache.as_ref().map(|c| c.addr.clone()),
             orchestrator_pid: std::process::id(),
             control_addr: self.control_addr.clone(),
             heartbeat_ms: self.cluster.heartbeat_ms.value,
@@ -975,7 +1081,10 @@ impl Orchestrator {
             stopping: false,
             ca: tls.as_ref().map(|(ca, _)| ca.clone()),
             refusals: (Instant::now(), 0, 0),
+            cache: None,
+            cache_child: None,
         };
+        inner.start_cache(previous.cache);
         let same_build = previous.fingerprint == app.fingerprint;
         for info in previous.instances {
             if !pid_alive(info.pid) {
@@ -1077,7 +1186,13 @@ impl Orchestrator {
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), done).await;
         }
-        let inner = self.lock();
+        let mut inner = self.lock();
+        if let Some(cache) = inner.cache.take() {
+            kill(cache.pid, "TERM");
+            if let Some(mut child) = inner.cache_child.take() {
+                let _ = child.wait();
+            }
+        }
         inner.persist();
         if let Some(docker) = &inner.app.docker {
             docker.remove(&inner.app.state_dir);

@@ -737,75 +737,22 @@ fn guestbook() -> &'static Path {
     APP.get_or_init(|| common::binary("guestbook"))
 }
 
-/// A memcached of the test's own on 127.0.0.1 (`None`, and the test skips saying so, where
-/// memcached is not installed, unless `CI` is set); killed when dropped.
-struct Memcached {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Memcached {
-    fn start() -> Option<Memcached> {
-        // A free port can be taken by another process between the probe and memcached's
-        // bind: the server that answers must be ours (`stats` reports its pid).
-        for _ in 0..10 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let child = match Command::new("memcached")
-                // memcached refuses to run as root without a user to become.
-                .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
-                .args(["-u", "nobody"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-            {
-                Ok(child) => child,
-                Err(e) if std::env::var_os("CI").is_none() => {
-                    eprintln!("skipped: cannot start memcached ({e}); `apt-get install memcached`");
-                    return None;
-                }
-                Err(e) => panic!("memcached is needed in CI: {e}"),
-            };
-            let server = Memcached {
-                child,
-                addr: format!("127.0.0.1:{port}"),
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(&server.addr).is_err() {
-                assert!(Instant::now() < deadline, "memcached never listened");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if server.stat("pid") == u64::from(server.child.id()) {
-                return Some(server);
-            }
+/// A number from the `stats` of the memcached at `addr`; `None` when it does not answer.
+fn memcached_stat(addr: &str, name: &str) -> Option<u64> {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"stats\r\n").ok()?;
+    let prefix = format!("STAT {name} ");
+    for line in std::io::BufReader::new(s).lines() {
+        let line = line.ok()?;
+        if let Some(n) = line.strip_prefix(&prefix) {
+            return n.trim().parse().ok();
         }
-        panic!("no free port for memcached after 10 tries")
-    }
-
-    /// A number from the server's `stats`.
-    fn stat(&self, name: &str) -> u64 {
-        use std::io::{BufRead as _, Write as _};
-        let mut s = std::net::TcpStream::connect(&self.addr).expect("connects");
-        s.write_all(b"stats\r\n").expect("writes");
-        let prefix = format!("STAT {name} ");
-        for line in std::io::BufReader::new(s).lines() {
-            let line = line.expect("reads");
-            if let Some(n) = line.strip_prefix(&prefix) {
-                return n.trim().parse().expect("a number");
-            }
-            assert_ne!(line, "END", "no {name} in stats");
+        if line == "END" {
+            return None;
         }
-        panic!("stats ended early")
     }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    None
 }
 
 /// The guestbook's entries through the gateway, as (number, message) pairs.
@@ -914,17 +861,31 @@ fn sign_through_a_store_kill(cluster: &Cluster, url: &str) -> Vec<(u64, String)>
 
 #[test]
 fn the_store_keeps_every_acknowledged_write_through_a_kill_9_and_reads_through_the_cache() {
+    // `[cache]`: `colony up` runs a memcached and tells every instance about it.
     const TOML: &str = r#"
 [cluster]
 heartbeat = "300ms"
+
+[cache]
+memory_mb = 32
 "#;
-    let Some(cache) = Memcached::start() else {
+    if Command::new("memcached").arg("-h").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs memcached (see .ci/run)"
+        );
+        eprintln!("skipped: no memcached; `apt-get install memcached`");
         return;
-    };
-    let cluster = Cluster::up_app("store", TOML, guestbook(), &[("COLONY_CACHE", &cache.addr)]);
-    let url = cluster.status()["gateway"]
+    }
+    let cluster = Cluster::up_app("store", TOML, guestbook(), &[]);
+    let status = cluster.status();
+    let url = status["gateway"]
         .as_str()
         .expect("a gateway URL")
+        .to_owned();
+    let cache = status["cache"]
+        .as_str()
+        .expect("a cache address")
         .to_owned();
     cluster.wait_until("the store serves", Duration::from_secs(60), |c| {
         !c.instances(STORE, "healthy").is_empty()
@@ -935,18 +896,40 @@ heartbeat = "300ms"
     let book = sign_through_a_store_kill(&cluster, &url);
 
     // Entries are read through the cache tier: a second listing hits memcached.
-    let hits = cache.stat("get_hits");
+    let hits = memcached_stat(&cache, "get_hits").expect("the cache answers");
     assert_eq!(listed(&url), book);
-    let after = cache.stat("get_hits");
+    let after = memcached_stat(&cache, "get_hits").expect("the cache answers");
     assert!(
         after >= hits + book.len() as u64,
         "a second listing of {} entries read them from the cache: {hits} hits before, {after} after",
         book.len()
     );
 
-    // A dead cache costs speed, not answers.
-    drop(cache);
+    // A dead cache costs speed, not answers; the orchestrator starts it again on the same
+    // address.
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(cluster.dir.join(".colony/state.json")).expect("state.json"),
+    )
+    .expect("state JSON");
+    let pid = state["cache"]["pid"].as_u64().expect("the cache's pid");
+    signal(pid, "9");
     assert_eq!(listed(&url), book);
+    cluster.wait_until("the cache is back", Duration::from_secs(30), |c| {
+        c.events().iter().any(|e| {
+            e["kind"] == "cache" && e["reason"].as_str().is_some_and(|r| r.contains("gone"))
+        }) && memcached_stat(&cache, "pid").is_some_and(|p| p != pid)
+    });
+    assert_eq!(listed(&url), book);
+
+    // `colony down` stops it with the instances.
+    let new_pid = memcached_stat(&cache, "pid").expect("the new cache's pid");
+    let out = cluster.colony(&["down", cluster.dir.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "colony down: {}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{new_pid}")).exists() {
+        assert!(Instant::now() < deadline, "memcached outlived colony down");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
