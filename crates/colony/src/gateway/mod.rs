@@ -429,9 +429,8 @@ impl Gateway {
                 )));
             }
         };
-        let args = route::gather_args(route, params, parts.uri.query(), &body)
+        let payload = route::payload(route, params, parts.uri.query(), &body)
             .map_err(Problem::bad_request)?;
-        let payload = (entry.json_to_args)(args).map_err(Problem::bad_request)?;
         let mut attempts = inner.retrier.begin(Some(deadline));
         let reply = loop {
             let attempt = attempts.number();

@@ -292,6 +292,37 @@ pub(super) fn path_params(path: &str) -> Vec<&str> {
     params
 }
 
+/// A request's arguments as the postcard payload of its call: [`gather_args`], then the
+/// service's `json_to_args`.
+///
+/// When the body alone holds them (no path parameters, no query), its bytes are read
+/// straight into the argument tuple (`json_bytes_to_args`), with no `serde_json::Value`
+/// on the way; for a bad request the error is still the one `gather_args` or
+/// `json_to_args` words. Fails with a message for the client (the gateway answers 400).
+pub(super) fn payload(
+    route: &Route,
+    path: &[(&str, &str)],
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<u8>, String> {
+    let entry = route.entry;
+    let from_body_alone = path.is_empty()
+        && query.is_none_or(str::is_empty)
+        && route.args.iter().all(|a| a.source != Source::Path);
+    if !from_body_alone {
+        return (entry.json_to_args)(gather_args(route, path, query, body)?);
+    }
+    match (entry.json_bytes_to_args)(body) {
+        Ok(payload) => Ok(payload),
+        // The same value as `gather_args` makes, so the same error, unless the body itself
+        // is at fault, which `gather_args` words for a body.
+        Err(reason) => {
+            gather_args(route, path, query, body)?;
+            Err(reason)
+        }
+    }
+}
+
 /// A request's arguments, read by name from its path parameters, query and body.
 ///
 /// Fails with a message for the client (the gateway answers 400 with it).
@@ -378,27 +409,8 @@ pub(super) fn gather_args(
         args.insert(spec.name.to_owned(), coerce(&value, spec));
     }
     let mut args = Value::Object(args);
-    integral_floats_to_integers(&mut args);
+    service::integral_floats_to_integers(&mut args);
     Ok(args)
-}
-
-/// JSON Schema counts `2.0` as an integer, serde does not: make such numbers integers, so
-/// that a client that writes every number as a float (JavaScript's can) fills a `u32`.
-fn integral_floats_to_integers(value: &mut Value) {
-    match value {
-        Value::Number(n) if n.is_f64() => {
-            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
-                if f >= i64::MIN as f64 && f < i64::MAX as f64 {
-                    *value = Value::from(f as i64);
-                } else if f >= 0.0 && f < u64::MAX as f64 {
-                    *value = Value::from(f as u64);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
-        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
-        _ => {}
-    }
 }
 
 /// A URL value as the argument's JSON: a string for string arguments, otherwise the value
@@ -748,6 +760,62 @@ mod tests {
         assert!(err(None, b"{").contains("not valid JSON"));
         assert!(err(None, b"[1]").contains("not an array"));
         assert!(err(None, br#"{"sku": "b"}"#).contains("takes it from the path"));
+    }
+
+    #[test]
+    fn a_body_alone_is_read_straight_into_the_same_payload_or_error() {
+        let r = Route {
+            method: Method::POST,
+            path: "/probe/price".into(),
+            ..route(vec![
+                spec("sku", json!({"type": "string"}), Source::Body),
+                spec("qty", json!({"type": "integer"}), Source::Query),
+            ])
+        };
+        let by_value = |query: Option<&str>, body: &[u8]| {
+            gather_args(&r, &[], query, body).and_then(|args| (PROBE.json_to_args)(args))
+        };
+        let bodies: [&[u8]; 16] = [
+            br#"{"sku": "a", "qty": 7}"#,
+            br#"{"qty": 7.0, "sku": "a"}"#,
+            br#"{"sku": "a", "qty": 7.5}"#,
+            br#"{"sku": "a", "sku": "b", "qty": 1}"#,
+            br#"{"sku": "a"}"#,
+            br#"{"sku": "a", "qty": 1, "size": 2}"#,
+            br#"{"sku": 1, "qty": "x"}"#,
+            br#"[1]"#,
+            b"\"a\"",
+            b"null",
+            b"",
+            b" \n\x0c",
+            b"{",
+            br#"{"sku": "a", "qty": 1} {}"#,
+            b"\xff",
+            br#"{"sku": "\ud800", "qty": 1}"#,
+        ];
+        for body in bodies {
+            let text = String::from_utf8_lossy(body);
+            let direct = payload(&r, &[], None, body);
+            assert_eq!(direct, by_value(None, body), "{text}");
+            assert_eq!(payload(&r, &[], Some(""), body), direct, "{text}");
+        }
+        // What only the body can get wrong is worded for a body, as before.
+        let err = payload(&r, &[], None, b"[1]").expect_err("refused");
+        assert_eq!(
+            err,
+            "the body must be a JSON object of named arguments (`sku`, `qty`), not an array"
+        );
+        let err = payload(&r, &[], None, b"{").expect_err("refused");
+        assert!(err.starts_with("the body is not valid JSON: "), "{err}");
+        let err = payload(&r, &[], None, br#"{"sku": "a", "qty": "x"}"#).expect_err("refused");
+        assert_eq!(err, "field `qty`: invalid type: string \"x\", expected u32");
+        // A query takes the `Value` path, as a path parameter would.
+        let body = br#"{"sku": "a"}"#;
+        assert_eq!(
+            payload(&r, &[], Some("qty=3"), body),
+            by_value(Some("qty=3"), body)
+        );
+        assert!(payload(&r, &[], Some("qty=3"), body).is_ok());
     }
 
     #[test]
