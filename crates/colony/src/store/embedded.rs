@@ -20,6 +20,9 @@ const DATA: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("data");
 /// `"seq"` → the last version handed out.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
+/// A page of entries (key, version, value), and whether more follow.
+pub(crate) type Entries = (Vec<(Vec<u8>, u64, Vec<u8>)>, bool);
+
 /// Most writes applied in one transaction: bounds how long the first of them waits.
 const MAX_BATCH: usize = 256;
 
@@ -100,6 +103,47 @@ impl Embedded {
         tokio::task::spawn_blocking(move || read(&db, &key))
             .await
             .map_err(|e| format!("the store's read failed: {e}"))?
+    }
+
+    /// Entries whose key starts with `prefix`, after `after`, in key order: at most
+    /// `limit`, and stopping once their values pass `budget` bytes; and whether more
+    /// follow.
+    pub(crate) async fn scan(
+        &self,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<Entries, String> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(|e| e.to_string())?;
+            let table = txn.open_table(DATA).map_err(|e| e.to_string())?;
+            let start = after.clone().unwrap_or_else(|| prefix.clone());
+            let range = table
+                .range::<&[u8]>(start.as_slice()..)
+                .map_err(|e| e.to_string())?;
+            let (mut entries, mut bytes) = (Vec::new(), 0);
+            for item in range {
+                let (key, record) = item.map_err(|e| e.to_string())?;
+                let key = key.value();
+                if !key.starts_with(&prefix) {
+                    return Ok((entries, false));
+                }
+                if after.as_deref() == Some(key) {
+                    continue;
+                }
+                if entries.len() == limit || bytes > budget {
+                    return Ok((entries, true));
+                }
+                let (version, value) = split(record.value())?;
+                bytes += value.len();
+                entries.push((key.to_vec(), version, value));
+            }
+            Ok((entries, false))
+        })
+        .await
+        .map_err(|e| format!("the store's scan failed: {e}"))?
     }
 
     /// Write `value` under `key` (delete it with `None`) if `expect` holds.

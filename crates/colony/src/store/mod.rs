@@ -151,7 +151,22 @@ pub enum Op {
         /// The new value; `None` deletes.
         value: Option<Vec<u8>>,
     },
+    /// Read the keys that start with `prefix`, in byte order, after `after`.
+    Scan {
+        /// The encoded table name.
+        prefix: Vec<u8>,
+        /// The last key of the previous page.
+        after: Option<Vec<u8>>,
+        /// The most entries to return (the store caps it at [`MAX_PAGE`]).
+        limit: u32,
+    },
 }
+
+/// The most entries one [`Table::scan`] page holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// The most value bytes one page carries: a page stops early past it.
+const PAGE_BYTES: usize = 4 * MAX_VALUE;
 
 /// The store service's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -170,6 +185,13 @@ pub enum Reply {
     Conflict {
         /// The key's version now.
         current: Option<u64>,
+    },
+    /// What a `Scan` found: (key, version, value), in key order.
+    Entries {
+        /// The entries.
+        entries: Vec<(Vec<u8>, u64, Vec<u8>)>,
+        /// More entries follow the last one.
+        more: bool,
     },
 }
 
@@ -209,6 +231,20 @@ impl Durable {
             #[cfg(feature = "store-postgres")]
             Durable::Postgres(p) => p.get(&key).await,
         }
+    }
+
+    async fn scan(
+        &self,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Reply, String> {
+        let (entries, more) = match self {
+            Durable::Embedded(e) => e.scan(prefix, after, limit, PAGE_BYTES).await,
+            #[cfg(feature = "store-postgres")]
+            Durable::Postgres(p) => p.scan(&prefix, after.as_deref(), limit, PAGE_BYTES).await,
+        }?;
+        Ok(Reply::Entries { entries, more })
     }
 
     async fn swap(
@@ -279,6 +315,14 @@ pub async fn serve(op: Op) -> Result<Reply, ServiceError> {
     let store = durable().await?;
     match op {
         Op::Get { key } => store.get(key).await.map(Reply::Found),
+        Op::Scan {
+            prefix,
+            after,
+            limit,
+        } => {
+            let limit = (limit as usize).clamp(1, MAX_PAGE);
+            store.scan(prefix, after, limit).await
+        }
         Op::Swap { key, expect, value } => {
             if let Some(v) = &value
                 && v.len() > MAX_VALUE
@@ -369,6 +413,15 @@ impl Store {
             _types: PhantomData,
         }
     }
+}
+
+/// One page of [`Table::scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<K, V> {
+    /// Keys and their values, in the store's order.
+    pub entries: Vec<(K, Versioned<V>)>,
+    /// More entries follow: ask again with the last key as `after`.
+    pub more: bool,
 }
 
 /// A table of the store: values of type `V` under keys of type `K`, both encoded with
@@ -468,6 +521,43 @@ impl<K: Wire, V: Wire> Table<K, V> {
         }
     }
 
+    /// One page of the table: up to `limit` entries (at most [`MAX_PAGE`], and fewer when
+    /// their values pass a few MiB) after the key `after` (from the start with `None`), in
+    /// an order the store fixes (its keys' encoded bytes), which is not the keys' own order.
+    /// Pass the last key of a page as `after` for the next, while [`Page::more`] says so.
+    /// Read from the durable tier; a page is consistent in itself, pages are not with
+    /// each other.
+    pub async fn scan(&self, after: Option<&K>, limit: usize) -> Result<Page<K, V>, StoreError> {
+        let prefix = postcard::to_stdvec(&*self.name).map_err(|e| {
+            StoreError::Service(ServiceError::internal(format!(
+                "the table name `{}` does not encode: {e}",
+                self.name
+            )))
+        })?;
+        let after = after.map(|k| self.key(k)).transpose()?;
+        let op = Op::Scan {
+            prefix,
+            after,
+            limit: limit.clamp(1, MAX_PAGE) as u32,
+        };
+        let (entries, more) = match call(op).await? {
+            Reply::Entries { entries, more } => (entries, more),
+            other => return Err(unexpected(&other)),
+        };
+        let entries = entries
+            .into_iter()
+            .map(|(key, version, bytes)| {
+                let (_, key): (String, K) =
+                    postcard::from_bytes(&key).map_err(|e| StoreError::Decode {
+                        table: self.name.to_string(),
+                        reason: format!("a key: {e}"),
+                    })?;
+                Ok((key, self.decode(version, &bytes)?))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Page { entries, more })
+    }
+
     /// Write `value` under `key` whatever is there; the new version.
     pub async fn put(&self, key: &K, value: &V) -> Result<u64, StoreError> {
         self.swap(key, Expect::Any, Some(value))
@@ -564,7 +654,7 @@ impl<K: Wire, V: Wire> Table<K, V> {
                 Ok((version, previous))
             }
             Reply::Conflict { current } => Err(StoreError::Conflict { current }),
-            other @ Reply::Found(_) => Err(unexpected(&other)),
+            other => Err(unexpected(&other)),
         }
     }
 }
@@ -647,6 +737,42 @@ mod tests {
             task.await.expect("task").expect("updated");
         }
         assert_eq!(t.get(&key).await.expect("reads").map(|v| v.value), Some(40));
+    }
+
+    #[tokio::test]
+    async fn a_scan_pages_through_one_table_and_no_other() {
+        assert!(super::open_in_memory());
+        let t = Store::app().table::<u32, String>("scan");
+        // Names that share a start with "scan" are other tables.
+        let other = Store::app().table::<u32, String>("scanner");
+        let short = Store::app().table::<u32, String>("sca");
+        for i in 0..25u32 {
+            t.put(&i, &format!("v{i}")).await.expect("writes");
+            other.put(&i, &"other".to_owned()).await.expect("writes");
+        }
+        short.put(&1, &"short".to_owned()).await.expect("writes");
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = t.scan(after.as_ref(), 10).await.expect("scans");
+            pages += 1;
+            assert!(page.entries.len() <= 10);
+            for (k, v) in &page.entries {
+                assert_eq!(v.value, format!("v{k}"));
+            }
+            after = page.entries.last().map(|(k, _)| *k);
+            seen.extend(page.entries.into_iter().map(|(k, _)| k));
+            if !page.more {
+                break;
+            }
+        }
+        assert!(pages >= 3, "{pages} pages");
+        seen.sort_unstable();
+        assert_eq!(seen, (0..25).collect::<Vec<_>>());
+        let empty = Store::app().table::<u32, String>("never-written");
+        let page = empty.scan(None, 10).await.expect("scans");
+        assert!(page.entries.is_empty() && !page.more);
     }
 
     #[tokio::test]

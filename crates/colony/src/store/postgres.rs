@@ -80,6 +80,43 @@ impl Postgres {
         Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, Vec<u8>>(1))))
     }
 
+    /// Entries whose key starts with `prefix`, after `after`, in key (byte) order: at most
+    /// `limit`, and stopping once their values pass `budget` bytes; and whether more
+    /// follow.
+    pub(crate) async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<super::embedded::Entries, String> {
+        let client = self.client().await?;
+        // The first key past every key with the prefix; none when the prefix is all 0xff.
+        let upper = successor(prefix);
+        let lower = after.unwrap_or(prefix);
+        let sql = format!(
+            "SELECT key, version, value FROM colony_store WHERE key {} $1{} ORDER BY key LIMIT {}",
+            if after.is_some() { ">" } else { ">=" },
+            if upper.is_some() { " AND key < $2" } else { "" },
+            limit + 1
+        );
+        let rows = match &upper {
+            Some(upper) => client.query(&sql, &[&lower, upper]).await,
+            None => client.query(&sql, &[&lower]).await,
+        }
+        .map_err(|e| failed("scanning", e))?;
+        let (mut entries, mut bytes) = (Vec::new(), 0);
+        for row in rows {
+            if entries.len() == limit || bytes > budget {
+                return Ok((entries, true));
+            }
+            let value: Vec<u8> = row.get(2);
+            bytes += value.len();
+            entries.push((row.get(0), row.get::<_, i64>(1) as u64, value));
+        }
+        Ok((entries, false))
+    }
+
     /// The version under `key` now.
     async fn current(
         &self,
@@ -194,6 +231,19 @@ impl Postgres {
         };
         Ok(answer)
     }
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`; `None`
+/// when there is none (the prefix is empty or all 0xff).
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < 0xff {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
 }
 
 /// `url` with its password replaced, for messages and logs.
@@ -329,6 +379,38 @@ mod tests {
             }
         }
         assert_eq!(won, 1);
+    }
+
+    #[tokio::test]
+    async fn a_scan_pages_through_one_prefix_in_byte_order() {
+        let Some(db) = database().await else { return };
+        let prefix = key("scan");
+        for i in 0..7u8 {
+            let mut k = prefix.clone();
+            k.push(i);
+            db.swap(&k, Expect::Any, Some(&[i])).await.expect("writes");
+        }
+        // A key of another prefix right after this one's.
+        let mut other = prefix.clone();
+        *other.last_mut().expect("a byte") += 1;
+        db.swap(&other, Expect::Any, Some(b"x"))
+            .await
+            .expect("writes");
+        let (first, more) = db.scan(&prefix, None, 3, 1 << 20).await.expect("scans");
+        assert!(more);
+        assert_eq!(first.iter().map(|e| e.2[0]).collect::<Vec<_>>(), [0, 1, 2]);
+        let after = first.last().map(|e| e.0.clone());
+        let (rest, more) = db
+            .scan(&prefix, after.as_deref(), 10, 1 << 20)
+            .await
+            .expect("scans");
+        assert!(!more);
+        assert_eq!(
+            rest.iter().map(|e| e.2[0]).collect::<Vec<_>>(),
+            [3, 4, 5, 6]
+        );
+        assert_eq!(super::successor(&[1, 0xff, 0xff]), Some(vec![2]));
+        assert_eq!(super::successor(&[0xff]), None);
     }
 
     #[tokio::test]
