@@ -47,11 +47,10 @@ pub(crate) fn start(
     let mut cmd = std::process::Command::new("memcached");
     cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
         .args(["-m", &settings.memory_mb.to_string()])
-        .args(["-c", &settings.max_connections.to_string()]);
-    if running_as_root() {
-        // memcached refuses to run as root without a user to become.
-        cmd.args(["-u", "nobody"]);
-    }
+        .args(["-c", &settings.max_connections.to_string()])
+        // memcached refuses to run as root without a user to become, and ignores `-u`
+        // when it is not root.
+        .args(["-u", "nobody"]);
     use std::os::unix::process::CommandExt as _;
     let child = cmd
         .stdin(std::process::Stdio::null())
@@ -76,14 +75,4 @@ pub(crate) fn start(
 /// The port of `addr` (`127.0.0.1:PORT`).
 pub(crate) fn port(addr: &str) -> Option<u16> {
     addr.rsplit_once(':')?.1.parse().ok()
-}
-
-/// Whether this process runs as root (uid 0), from `/proc/self/status`.
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|uids| uids.split_whitespace().next())
-            == Some("0")
-    })
 }

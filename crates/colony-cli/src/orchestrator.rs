@@ -545,37 +545,10 @@ impl Inner {
             let child = cmd
                 .spawn()
                 .context("could not run `docker run`; is the docker CLI installed?")?;
-            let pid = child.id().unwrap_or(0);
             let renew = certs
                 .is_some()
                 .then(|| Instant::now() + CertLifetime::default().renew_at_age());
-            self.instances.insert(
-                id.clone(),
-                Instance {
-                    info: InstanceInfo {
-                        id: id.clone(),
-                        service: service.to_owned(),
-                        pid,
-                        addr: None,
-                        state: State::Starting,
-                        load: LoadSnapshot::default(),
-                        log,
-                        metrics: None,
-                        container: Some(container.clone()),
-                    },
-                    last_seen: Instant::now(),
-                    since: Instant::now(),
-                    child: Some(child),
-                    killed: false,
-                    renew_cert_at: renew,
-                },
-            );
-            self.event(
-                "started",
-                service,
-                Some(&id),
-                format!("container {container}"),
-            );
+            self.track(id, service, child, log, Some(container), renew);
             return Ok(());
         }
         let mut cmd = if pin {
@@ -635,7 +608,26 @@ impl Inner {
         let child = cmd
             .spawn()
             .with_context(|| format!("could not start {}", self.app.binary.display()))?;
+        self.track(id, service, child, log, None, None);
+        Ok(())
+    }
+
+    /// Count a just-started instance (a process, or the `docker run` of `container`) as
+    /// starting, and record the event.
+    fn track(
+        &mut self,
+        id: String,
+        service: &str,
+        child: tokio::process::Child,
+        log: PathBuf,
+        container: Option<String>,
+        renew_cert_at: Option<Instant>,
+    ) {
         let pid = child.id().unwrap_or(0);
+        let what = match &container {
+            Some(container) => format!("container {container}"),
+            None => format!("pid {pid}"),
+        };
         let info = InstanceInfo {
             id: id.clone(),
             service: service.to_owned(),
@@ -645,7 +637,7 @@ impl Inner {
             load: LoadSnapshot::default(),
             log,
             metrics: None,
-            container: None,
+            container,
         };
         self.instances.insert(
             id.clone(),
@@ -655,11 +647,10 @@ impl Inner {
                 since: Instant::now(),
                 child: Some(child),
                 killed: false,
-                renew_cert_at: None,
+                renew_cert_at,
             },
         );
-        self.event("started", service, Some(&id), format!("pid {pid}"));
-        Ok(())
+        self.event("started", service, Some(&id), what);
     }
 
     /// Kill an instance once; returns false when a kill was already sent.

@@ -3,7 +3,7 @@
 //! orchestrator). Tests poll with deadlines; none asserts on time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,8 @@ use serde_json::Value;
 
 mod common;
 
-const COLONY: &str = env!("CARGO_BIN_EXE_colony");
+use common::{COLONY, Cluster, http, stderr};
+
 const SLEEP: &str = "colony_e2e::services::work::sleep_ms";
 const DRIVE: &str = "colony_e2e::services::load::drive";
 /// The store service of the guestbook example.
@@ -23,113 +24,18 @@ fn app() -> &'static Path {
     APP.get_or_init(|| common::binary("colony-e2e"))
 }
 
-/// A cluster directory with a `colony.toml`; `colony down` when dropped.
-struct Cluster {
-    dir: PathBuf,
-    /// The app's binary.
-    app: PathBuf,
-    /// Environment for the orchestrator, and so for every instance.
-    env: Vec<(String, String)>,
-    _turn: std::sync::MutexGuard<'static, ()>,
+/// The fixture app's cluster, with `toml` as its `colony.toml`.
+fn up(name: &str, toml: &str) -> Cluster {
+    Cluster::up(name, toml, app(), &[], &[])
 }
 
-/// Clusters are heavy on a 2-core machine: one at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
+/// What these tests ask of a cluster beyond the shared harness.
 impl Cluster {
-    fn up(name: &str, toml: &str) -> Cluster {
-        Cluster::up_app(name, toml, app(), &[])
-    }
-
-    /// `colony up` of `app`, its orchestrator (and so its instances) started with `env`.
-    fn up_app(name: &str, toml: &str, app: &Path, env: &[(&str, &str)]) -> Cluster {
-        let dir =
-            std::env::temp_dir().join(format!("colony-cluster-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("colony.toml"), toml).expect("colony.toml");
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let cluster = Cluster {
-            dir,
-            app: app.to_owned(),
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            _turn: turn,
-        };
-        let out = cluster.up_again();
-        assert!(out.status.success(), "colony up: {}", stderr(&out));
-        cluster
-    }
-
-    fn up_again(&self) -> Output {
-        Command::new(COLONY)
-            .arg("up")
-            .arg(&self.dir)
-            .arg("--app-binary")
-            .arg(&self.app)
-            .arg("--detach")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .output()
-            .expect("colony up runs")
-    }
-
-    fn colony(&self, args: &[&str]) -> Output {
-        Command::new(COLONY)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("colony runs")
-    }
-
-    fn status(&self) -> Value {
-        let out = self.colony(&["status", self.dir.to_str().expect("utf-8"), "--json"]);
-        assert!(out.status.success(), "colony status: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    }
-
-    fn events(&self) -> Vec<Value> {
-        let out = self.colony(&[
-            "status",
-            self.dir.to_str().expect("utf-8"),
-            "--events",
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "colony status --events: {}",
-            stderr(&out)
-        );
-        serde_json::from_slice(&out.stdout).expect("events JSON")
-    }
-
     fn service(&self, name: &str) -> Value {
         self.status()["services"]
             .as_array()
             .and_then(|s| s.iter().find(|s| s["name"] == name).cloned())
             .unwrap_or_else(|| panic!("{name} in status"))
-    }
-
-    fn instances(&self, name: &str, state: &str) -> Vec<Value> {
-        self.service(name)["instances"]
-            .as_array()
-            .map(|i| i.iter().filter(|i| i["state"] == state).cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn wait_until(&self, what: &str, within: Duration, mut cond: impl FnMut(&Cluster) -> bool) {
-        let deadline = Instant::now() + within;
-        while !cond(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting until {what}; status: {}\nevents: {:#?}",
-                self.status(),
-                self.events()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     fn addr_of(&self, service: &str) -> String {
@@ -172,16 +78,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.colony(&["down", self.dir.to_str().unwrap_or(".")]);
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn signal(pid: u64, sig: &str) {
     let ok = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
@@ -214,7 +110,7 @@ cooldown = "1s"
 
 #[test]
 fn load_ramp_scales_up_then_back_down_with_no_failed_call() {
-    let cluster = Cluster::up("ramp", FAST);
+    let cluster = up("ramp", FAST);
     assert_eq!(cluster.instances(SLEEP, "healthy").len(), 1);
 
     // 30 in flight against capacity 10: load 3.0, far past the high watermark.
@@ -272,7 +168,7 @@ fn load_ramp_scales_up_then_back_down_with_no_failed_call() {
 
 #[test]
 fn kill_9_of_an_instance_under_load_is_replaced() {
-    let cluster = Cluster::up("kill", FAST);
+    let cluster = up("kill", FAST);
     let victim = cluster.instances(SLEEP, "healthy")[0].clone();
     let load = cluster.drive(2, 3_000, 20);
     signal(victim["pid"].as_u64().expect("pid"), "9");
@@ -295,7 +191,7 @@ fn kill_9_of_an_instance_under_load_is_replaced() {
 
 #[test]
 fn a_stopped_instance_is_quarantined_routed_around_and_replaced() {
-    let cluster = Cluster::up(
+    let cluster = up(
         "sigstop",
         &FAST.replace(
             "sleep_ms\"]\nmin_instances = 1",
@@ -332,7 +228,7 @@ fn a_stopped_instance_is_quarantined_routed_around_and_replaced() {
 
 #[test]
 fn a_restarted_orchestrator_re_adopts_its_instances() {
-    let cluster = Cluster::up("restart", FAST);
+    let cluster = up("restart", FAST);
     let before = cluster.status();
     let ids = |s: &Value| -> Vec<String> {
         let mut ids: Vec<String> = s["services"]
@@ -367,7 +263,7 @@ fn a_restarted_orchestrator_re_adopts_its_instances() {
 #[test]
 fn bad_input_changes_nothing() {
     // A long cool-down, so that the autoscaler leaves the manual count alone.
-    let cluster = Cluster::up(
+    let cluster = up(
         "bad",
         &FAST.replace("cooldown = \"1s\"", "cooldown = \"10m\""),
     );
@@ -461,7 +357,7 @@ fn ten_services_with_two_instances_each() {
             }))
             .collect();
     let started = Instant::now();
-    let cluster = Cluster::up("ten", &toml);
+    let cluster = up("ten", &toml);
     let took = started.elapsed();
     for s in services {
         let name = format!("colony_e2e::services::{s}");
@@ -472,8 +368,9 @@ fn ten_services_with_two_instances_each() {
         .as_str()
         .expect("a gateway URL")
         .to_owned();
-    let (status, body) = http_post(
+    let (status, body) = http(
         &url,
+        "POST",
         "/colony_e2e/services/basic/echo",
         r#"{"text": "through the gateway"}"#,
     );
@@ -481,40 +378,6 @@ fn ten_services_with_two_instances_each() {
     assert_eq!(body.trim(), r#""through the gateway""#);
     // For the record (not an assertion): how long the whole cluster took to be healthy.
     eprintln!("ten services × 2 instances healthy in {took:?}");
-}
-
-/// A minimal HTTP/1.1 POST: the status code and the body.
-fn http_post(url: &str, path: &str, body: &str) -> (u16, String) {
-    http(url, "POST", path, body)
-}
-
-/// One HTTP/1.1 request to the gateway at `url`: its status (0 when the exchange failed)
-/// and body.
-fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(host).expect("the gateway accepts");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("writes");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("reads");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// Send `line` over plain TCP and read whatever comes back until the peer closes.
@@ -573,7 +436,7 @@ fn tls_exchange(state: &Path, names: &[&str], line: &str) -> Option<String> {
 
 #[test]
 fn the_control_port_is_mutual_tls_and_admits_only_the_cluster() {
-    let cluster = Cluster::up("control", FAST);
+    let cluster = up("control", FAST);
     let state = cluster.dir.join(".colony");
     let addr = std::fs::read_to_string(state.join("orchestrator.addr"))
         .expect("address")
@@ -710,7 +573,7 @@ fn the_control_port_is_mutual_tls_and_admits_only_the_cluster() {
 
 #[test]
 fn with_security_off_the_control_port_is_plaintext() {
-    let cluster = Cluster::up("plain", &format!("security = \"off\"\n{FAST}"));
+    let cluster = up("plain", &format!("security = \"off\"\n{FAST}"));
     let state = cluster.dir.join(".colony");
     let control: Value =
         serde_json::from_slice(&std::fs::read(state.join("orchestrator.json")).expect("control"))
@@ -877,7 +740,7 @@ memory_mb = 32
         eprintln!("skipped: no memcached; `apt-get install memcached`");
         return;
     }
-    let cluster = Cluster::up_app("store", TOML, guestbook(), &[]);
+    let cluster = Cluster::up("store", TOML, guestbook(), &[], &[]);
     let status = cluster.status();
     let url = status["gateway"]
         .as_str()
@@ -950,11 +813,12 @@ max_instances = 2
         eprintln!("skipped: COLONY_TEST_POSTGRES_URL is not set");
         return;
     };
-    let cluster = Cluster::up_app(
+    let cluster = Cluster::up(
         "store-postgres",
         TOML,
         guestbook(),
         &[("COLONY_STORE_URL", &database)],
+        &[],
     );
     let url = cluster.status()["gateway"]
         .as_str()

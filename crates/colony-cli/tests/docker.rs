@@ -4,7 +4,7 @@
 //! Tests poll with deadlines; none asserts on time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +13,8 @@ use serde_json::Value;
 
 mod common;
 
-const COLONY: &str = env!("CARGO_BIN_EXE_colony");
+use common::{COLONY, Cluster, http, stderr};
+
 const ECHO: &str = "colony_e2e::services::basic::echo";
 
 /// The fixture app's binary.
@@ -23,22 +24,13 @@ fn app() -> PathBuf {
 
 /// `colony up --docker --detach` of `app` in a fresh directory with `toml`.
 fn up_docker(name: &str, app: &Path, toml: &str) -> Cluster {
-    let dir = std::env::temp_dir().join(format!("colony-docker-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("colony.toml"), toml).expect("colony.toml");
-    let up = Command::new(COLONY)
-        .arg("up")
-        .arg(&dir)
-        .arg("--app-binary")
-        .arg(app)
-        .args(["--docker", "--detach", "--http", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("colony up runs");
-    let cluster = Cluster { dir };
-    assert!(up.status.success(), "colony up --docker: {}", stderr(&up));
-    cluster
+    Cluster::up(
+        &format!("docker-{name}"),
+        toml,
+        app,
+        &[],
+        &["--docker", "--http", "127.0.0.1:0"],
+    )
 }
 
 fn docker_engine() -> bool {
@@ -48,10 +40,6 @@ fn docker_engine() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn docker(args: &[&str]) -> String {
@@ -69,62 +57,10 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A `colony up --docker` cluster; `colony down` when dropped.
-struct Cluster {
-    dir: PathBuf,
-}
-
+/// What these tests ask of a cluster beyond the shared harness.
 impl Cluster {
-    fn colony(&self, args: &[&str]) -> Output {
-        Command::new(COLONY)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("colony runs")
-    }
-
-    fn path(&self) -> &str {
-        self.dir.to_str().expect("utf-8")
-    }
-
-    fn status(&self) -> Value {
-        let out = self.colony(&["status", self.path(), "--json"]);
-        assert!(out.status.success(), "colony status: {}", stderr(&out));
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    }
-
-    fn events(&self) -> Vec<Value> {
-        let out = self.colony(&["status", self.path(), "--events", "--json"]);
-        assert!(
-            out.status.success(),
-            "colony status --events: {}",
-            stderr(&out)
-        );
-        serde_json::from_slice(&out.stdout).expect("events JSON")
-    }
-
     fn healthy(&self, service: &str) -> Vec<Value> {
-        self.status()["services"]
-            .as_array()
-            .and_then(|s| s.iter().find(|s| s["name"] == service).cloned())
-            .and_then(|s| s["instances"].as_array().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|i| i["state"] == "healthy")
-            .collect()
-    }
-
-    fn wait_until(&self, what: &str, within: Duration, mut cond: impl FnMut(&Cluster) -> bool) {
-        let deadline = Instant::now() + within;
-        while !cond(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting until {what}; status: {}\nevents: {:#?}",
-                self.status(),
-                self.events()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.instances(service, "healthy")
     }
 
     /// The cluster's name: its network and its containers' label.
@@ -135,48 +71,6 @@ impl Cluster {
         .expect("docker.json parses");
         state["name"].as_str().expect("a name").to_owned()
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.colony(&["down", self.path()]);
-    }
-}
-
-/// A minimal HTTP/1.1 POST: the status code and the body (0 when the exchange failed).
-fn http_post(url: &str, path: &str, body: &str) -> (u16, String) {
-    http(url, "POST", path, body)
-}
-
-/// A minimal HTTP/1.1 request: the status code and the body (0 when the exchange failed).
-fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = url.trim_start_matches("http://");
-    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
-        return (0, "the gateway did not accept the connection".to_owned());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, "the request could not be sent".to_owned());
-    }
-    let mut response = String::new();
-    if let Err(e) = stream.read_to_string(&mut response) {
-        return (0, format!("the answer could not be read: {e}"));
-    }
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn labelled(name: &str) -> Vec<String> {
@@ -244,7 +138,12 @@ fn a_docker_cluster_serves_through_its_gateway_and_replaces_a_killed_container()
         .expect("a gateway URL")
         .to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    let (status, body) = http_post(&url, "/colony_e2e/services/basic/echo", r#"{"text": "hi"}"#);
+    let (status, body) = http(
+        &url,
+        "POST",
+        "/colony_e2e/services/basic/echo",
+        r#"{"text": "hi"}"#,
+    );
     assert_eq!((status, body.trim()), (200, r#""hi""#));
 
     // Steady load, one request after another on each of two clients.
@@ -259,8 +158,9 @@ fn a_docker_cluster_serves_through_its_gateway_and_replaces_a_killed_container()
                 while !stop.load(Ordering::SeqCst) {
                     i += 1;
                     let text = format!("c{c}-{i}");
-                    let (status, body) = http_post(
+                    let (status, body) = http(
                         &url,
+                        "POST",
                         "/colony_e2e/services/basic/echo",
                         &format!(r#"{{"text": "{text}"}}"#),
                     );

@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -18,30 +17,17 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::Value;
 
-const COLONY: &str = env!("CARGO_BIN_EXE_colony");
+mod common;
+
+use common::Cluster;
+
 const FIRST: &str = "colony_e2e::services::trail::first";
 const SECOND: &str = "colony_e2e::services::trail::second";
 const THIRD: &str = "colony_e2e::services::trail::third";
 
 /// The fixture app's binary, built once (with the `otlp` feature, as its manifest asks).
-fn app() -> &'static Path {
-    static APP: OnceLock<PathBuf> = OnceLock::new();
-    APP.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let out = Command::new(cargo)
-            .args(["build", "-p", "colony-e2e", "--message-format=json"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(out.status.success(), "the fixture app builds");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "colony-e2e")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("the fixture app's executable")
-    })
+fn app() -> PathBuf {
+    common::binary("colony-e2e")
 }
 
 /// The three `trail` services, one instance each; nothing else runs but the gateway.
@@ -59,58 +45,14 @@ min_instances = 1
 min_instances = 1
 "#;
 
-/// Clusters are heavy on a 2-core machine: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// A `colony up` cluster of the fixture app; `colony down` when dropped.
-struct Cluster {
-    dir: PathBuf,
-    _turn: std::sync::MutexGuard<'static, ()>,
+/// A `colony up` cluster of the fixture app's `trail` services, with `env` set for the
+/// orchestrator and so for every process it starts.
+fn up(name: &str, env: &[(&str, &str)]) -> Cluster {
+    Cluster::up(&format!("obs-{name}"), TRAIL, &app(), env, &[])
 }
 
+/// What these tests ask of a cluster beyond the shared harness.
 impl Cluster {
-    /// `colony up --detach` in a fresh directory, with `env` set for the orchestrator and
-    /// so for every process it starts.
-    fn up(name: &str, env: &[(&str, &str)]) -> Cluster {
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = std::env::temp_dir().join(format!("colony-obs-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("colony.toml"), TRAIL).expect("colony.toml");
-        let cluster = Cluster { dir, _turn: turn };
-        let mut cmd = Command::new(COLONY);
-        cmd.arg("up")
-            .arg(&cluster.dir)
-            .arg("--app-binary")
-            .arg(app())
-            .arg("--detach")
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("colony up runs");
-        assert!(out.status.success(), "colony up: {}", text(&out.stderr));
-        cluster
-    }
-
-    fn path(&self) -> &str {
-        self.dir.to_str().expect("utf-8")
-    }
-
-    fn colony(&self, args: &[&str]) -> Output {
-        Command::new(COLONY)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("colony runs")
-    }
-
-    fn status(&self) -> Value {
-        let out = self.colony(&["status", self.path(), "--json"]);
-        assert!(out.status.success(), "colony status: {}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    }
-
     /// The gateway's `host:port`, once `colony up` has it serving.
     fn gateway(&self) -> String {
         let url = wait_for("the gateway serves", Duration::from_secs(60), || {
@@ -151,12 +93,6 @@ impl Cluster {
             .lines()
             .map(|l| serde_json::from_str(l).expect("each line is a JSON object"))
             .collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.colony(&["down", self.path()]);
     }
 }
 
@@ -237,7 +173,7 @@ fn lines_with_trace(dir: &Path, trace: &str) -> BTreeSet<String> {
 
 #[test]
 fn one_request_through_the_gateway_and_three_services_is_one_trace_in_every_log() {
-    let cluster = Cluster::up("logs", &[("COLONY_LOG", "info,colony::gateway=debug")]);
+    let cluster = up("logs", &[("COLONY_LOG", "info,colony::gateway=debug")]);
     let gateway = cluster.gateway();
     let trace = random_hex(16);
     let other = random_hex(16);
@@ -446,7 +382,7 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
 fn spans_exported_over_otlp_from_every_process_form_one_tree() {
     let receiver = Receiver::start();
     let endpoint = format!("http://{}", receiver.addr);
-    let cluster = Cluster::up(
+    let cluster = up(
         "otlp",
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -574,7 +510,7 @@ fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_count_the_requests_sent() {
-    let cluster = Cluster::up("metrics", &[]);
+    let cluster = up("metrics", &[]);
     let gateway = cluster.gateway();
     let sent = 7;
     for i in 0..sent {

@@ -644,11 +644,12 @@ impl<K: Wire, V: Wire> Table<K, V> {
         expect: Expect,
         value: Option<Vec<u8>>,
     ) -> Result<(Option<u64>, Option<u64>), StoreError> {
-        let cache_key = cache_key(&key);
+        // The cache's key is made only when there is a cache to drop it from.
+        let cached = cache().await.map(|cache| (cache, cache_key(&key)));
         let reply = call(Op::Swap { key, expect, value }).await?;
         match reply {
             Reply::Done { version, previous } => {
-                if let Some(cache) = cache().await {
+                if let Some((cache, cache_key)) = cached {
                     cache.delete(&cache_key).await;
                 }
                 Ok((version, previous))
