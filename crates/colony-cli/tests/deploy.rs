@@ -22,6 +22,23 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Compare `got` with the snapshot `tests/snapshots/NAME` (`UPDATE_SNAPSHOTS=1` writes it
+/// first); `what` names the manifests in the failure.
+fn check_snapshot(name: &str, got: &str, what: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, got).expect("write snapshot");
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("the snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
+    assert!(
+        got == want,
+        "{what} changed; review and run with UPDATE_SNAPSHOTS=1:\n{got}"
+    );
+}
+
 /// `colony deploy k8s --dry-run`, printing YAML unless `extra` asks for JSON: no cluster.
 fn deploy(dir: &Path, app: &Path, extra: &[&str], tls_off: bool) -> Output {
     let mut cmd = Command::new(COLONY);
@@ -149,16 +166,7 @@ fn a_snapshot_pins_the_manifests_of_hello() {
     let out = deploy(&dir, &binary("hello"), &["--image", "hello:test"], true);
     assert!(out.status.success(), "{}", stderr(&out));
     let got = String::from_utf8_lossy(&out.stdout).into_owned();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/hello.yaml");
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, &got).expect("write snapshot");
-    }
-    let want =
-        std::fs::read_to_string(&path).expect("the snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
-    assert!(
-        got == want,
-        "the manifests changed; review and run with UPDATE_SNAPSHOTS=1:\n{got}"
-    );
+    check_snapshot("hello.yaml", &got, "the manifests");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -233,16 +241,7 @@ fn store_and_cache_manifests_validate_and_a_snapshot_pins_them() {
     for version in ["1.29.0", "1.33.0"] {
         validate(&file, version);
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/guestbook.yaml");
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, &got).expect("write snapshot");
-    }
-    let want =
-        std::fs::read_to_string(&path).expect("the snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
-    assert!(
-        got == want,
-        "the store and cache manifests changed; review and run with UPDATE_SNAPSHOTS=1:\n{got}"
-    );
+    check_snapshot("guestbook.yaml", &got, "the store and cache manifests");
 
     // The same as JSON: the kinds, and what every pod is told.
     let out = deploy(
@@ -516,16 +515,10 @@ fn cert_manager_manifests_validate_and_a_snapshot_pins_them() {
     }
 
     let got = serde_json::to_string_pretty(&items).expect("JSON") + "\n";
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/hello-cert-manager.json");
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, &got).expect("write snapshot");
-    }
-    let want =
-        std::fs::read_to_string(&path).expect("the snapshot exists (UPDATE_SNAPSHOTS=1 writes it)");
-    assert!(
-        got == want,
-        "the cert-manager manifests changed; review and run with UPDATE_SNAPSHOTS=1:\n{got}"
+    check_snapshot(
+        "hello-cert-manager.json",
+        &got,
+        "the cert-manager manifests",
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
