@@ -467,7 +467,7 @@ fn common_env(opts: &Options, peers: &str) -> Vec<Value> {
             "{}.{}.svc.cluster.local:{}", opts.cache_name(), opts.namespace, cache.port
         )}));
         if let Some(ttl) = cache.ttl_secs {
-            env.push(json!({"name": "COLONY_CACHE_TTL", "value": ttl.to_string()}));
+            env.push(json!({"name": "COLONY_CACHE_TTL", "value": format!("{ttl}s")}));
         }
     }
     if opts.cert_manager() {
@@ -1272,7 +1272,7 @@ mod tests {
                 .expect("env");
             assert!(
                 env.contains(&json!({"name": "COLONY_CACHE", "value": "shop-cache.shop-ns.svc.cluster.local:11211"}))
-                    && env.contains(&json!({"name": "COLONY_CACHE_TTL", "value": "30"})),
+                    && env.contains(&json!({"name": "COLONY_CACHE_TTL", "value": "30s"})),
                 "{}: {env:?}",
                 o["metadata"]["name"]
             );

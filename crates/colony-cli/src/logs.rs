@@ -70,29 +70,9 @@ pub(crate) fn parse_level(s: &str) -> Result<Level, String> {
         .ok_or_else(|| format!("`{s}` is not a log level; use error, warn, info, debug or trace"))
 }
 
-/// Parse `--since`: `30s`, `5m`, `2h`, `1d`, `250ms`.
+/// Parse `--since`: `30s`, `5m`, `2h`, `1d`, `250ms` (Colony's one duration grammar).
 pub(crate) fn parse_since(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration; write it like `30s`, `5m` or `2h`"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        other => {
-            return Err(format!(
-                "`{other}` is not a duration unit; use ms, s, m, h or d"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+    colony::control::config::duration(s)
 }
 
 /// One log line, parsed.

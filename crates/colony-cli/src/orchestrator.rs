@@ -415,7 +415,7 @@ impl Inner {
         };
         let mut env = vec![("COLONY_CACHE", cache.addr.clone())];
         if let Some(ttl) = self.app.cache.as_ref().and_then(|c| c.ttl_secs) {
-            env.push(("COLONY_CACHE_TTL", ttl.to_string()));
+            env.push(("COLONY_CACHE_TTL", format!("{ttl}s")));
         }
         env
     }

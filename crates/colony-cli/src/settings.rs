@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use colony::control::config::{CacheToml, ColonyToml, ServiceToml};
 use serde::{Deserialize, Serialize};
 
 /// Where a value came from.
@@ -95,79 +96,6 @@ impl ClusterSettings {
     pub(crate) fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.value)
     }
-}
-
-/// `colony.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ColonyToml {
-    /// Read by the instances' security settings (`mtls` or `off`).
-    security: Option<String>,
-    #[allow(dead_code)]
-    cert_lifetime: Option<String>,
-    #[allow(dead_code)]
-    cert_renew_before: Option<String>,
-    #[serde(default)]
-    cluster: ClusterToml,
-    /// Settings for every service that does not set its own.
-    #[serde(default)]
-    defaults: ServiceToml,
-    #[serde(default)]
-    services: BTreeMap<String, ServiceToml>,
-    /// Service groups: services that share one pod on Kubernetes.
-    #[serde(default)]
-    groups: BTreeMap<String, Vec<String>>,
-    /// The store's disk on Kubernetes (apps with the `store` feature).
-    store: Option<StoreToml>,
-    /// The memcached cache tier on Kubernetes.
-    cache: Option<CacheToml>,
-}
-
-/// `[store]`: the PersistentVolumeClaim of the store's StatefulSet, or the Secret that
-/// names its PostgreSQL database.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StoreToml {
-    size: Option<String>,
-    storage_class: Option<String>,
-    database_secret: Option<String>,
-}
-
-/// `[cache]`: the memcached DaemonSet.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CacheToml {
-    enabled: Option<bool>,
-    image: Option<String>,
-    memory_mb: Option<u32>,
-    port: Option<u16>,
-    max_connections: Option<u32>,
-    ttl: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClusterToml {
-    heartbeat: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServiceToml {
-    min_instances: Option<u32>,
-    max_instances: Option<u32>,
-    high_watermark: Option<f64>,
-    low_watermark: Option<f64>,
-    cooldown: Option<String>,
-    capacity: Option<u32>,
-    threads: Option<u32>,
-    pin_cores: Option<bool>,
-    max_per_host: Option<u32>,
-    prefer_nodes: Option<Vec<String>>,
-    burst: Option<bool>,
-    /// Read by the instances' security settings: who may call this service.
-    #[allow(dead_code)]
-    callers: Option<Vec<String>>,
 }
 
 pub(crate) const DEFAULT_HEARTBEAT_MS: u64 = 500;
@@ -301,21 +229,7 @@ fn dns_subdomain(name: &str) -> bool {
 /// Read `colony.toml` in `dir` (an empty one when it does not exist), naming every section
 /// and field it allows when it is malformed.
 fn load(dir: &Path) -> anyhow::Result<ColonyToml> {
-    let path = dir.join("colony.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is malformed: {}\nallowed: security, cert_lifetime, cert_renew_before; [cluster] heartbeat; [defaults] and [services.\"NAME\"] min_instances, \
-                 max_instances, high_watermark, low_watermark, cooldown, capacity, threads, pin_cores, \
-                 max_per_host, prefer_nodes, burst, callers; [groups] NAME = [SERVICES]; [store] size, storage_class, database_secret; \
-                 [cache] enabled, image, memory_mb, port, max_connections, ttl",
-                path.display(),
-                e.to_string().trim()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ColonyToml::default()),
-        Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
-    }
+    Ok(ColonyToml::read(&dir.join("colony.toml"))?)
 }
 
 /// The store's disk and the cache tier from `[store]` and `[cache]` of `colony.toml` in
@@ -481,26 +395,15 @@ fn check_node_label(service: &str, label: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parse `250ms`, `5s`, `2m` into milliseconds.
+/// Parse a duration of `field` (Colony's one grammar: `250ms`, `5s`, `2m`, `1h30m`) into
+/// milliseconds; it must be at least 1ms.
 pub(crate) fn parse_ms(field: &str, s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().with_context(|| {
-        format!("{field}: `{s}` is not a duration; write it like `250ms`, `5s` or `2m`")
-    })?;
-    let ms = match unit {
-        "ms" => value,
-        "s" => value * 1000.0,
-        "m" => value * 60_000.0,
-        _ => bail!("{field}: `{s}` has no unit; write it like `250ms`, `5s` or `2m`"),
-    };
-    if !(ms >= 1.0 && ms.is_finite()) {
-        bail!("{field}: `{s}` must be at least 1ms");
+    let d = colony::control::config::duration(s).map_err(|e| anyhow::anyhow!("{field}: {e}"))?;
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        bail!("{field}: `{}` must be at least 1ms", s.trim());
     }
-    Ok(ms as u64)
+    Ok(ms)
 }
 
 /// The service groups of `colony.toml` in `dir`: on Kubernetes each becomes one pod that

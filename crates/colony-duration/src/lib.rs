@@ -17,7 +17,7 @@
 //! assert_eq!(colony_duration::parse("1h30m"), Ok(Duration::from_secs(5400)));
 //! assert_eq!(colony_duration::parse("2 m 5 s"), Ok(Duration::from_secs(125)));
 //! assert_eq!(colony_duration::parse("1d"), Ok(Duration::from_secs(86_400)));
-//! assert!(colony_duration::parse("5").unwrap_err().to_string().contains("`5s`"));
+//! assert!(colony_duration::parse("5").is_err_and(|e| e.to_string().contains("`5s`")));
 //! assert_eq!(colony_duration::format(Duration::from_millis(90_500)), "1m30.5s");
 //! ```
 //!
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn refuses_with_a_reason() {
-        let reason = |text: &str| parse(text).unwrap_err().to_string();
+        let reason = |text: &str| parse(text).expect_err(text).to_string();
         assert!(
             reason("5").contains("has no unit; write `5s`"),
             "{}",

@@ -93,8 +93,92 @@ struct MetricsArgs {
     metrics: String,
 }
 
+/// The gateway's command-line flags, shared by `APP gateway` and `APP run`.
 #[cfg(feature = "gateway")]
-use crate::gateway::HttpArgs;
+#[derive(clap::Args, Debug, Clone)]
+struct HttpArgs {
+    /// Where the HTTP gateway listens; port 0 picks a free port. The URL is printed on stdout.
+    #[arg(
+        long = "http",
+        value_name = "ADDR",
+        env = "COLONY_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    http: String,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "COLONY_HTTP_HEADER_TIMEOUT", value_parser = crate::config::duration, default_value = "10s")]
+    http_header_timeout: Duration,
+    /// The largest request body, in bytes.
+    #[arg(long, env = "COLONY_HTTP_MAX_BODY", default_value_t = 1 << 20)]
+    http_max_body: usize,
+    /// HTTP requests in flight past which new ones get 503.
+    #[arg(long, env = "COLONY_HTTP_MAX_CONCURRENT", default_value_t = 4096)]
+    http_max_concurrent: usize,
+    /// Tries per request, the first included, when instances fail (1: no retries).
+    #[arg(long, env = "COLONY_HTTP_MAX_ATTEMPTS", default_value_t = 4)]
+    http_max_attempts: u16,
+    /// Retries allowed per request on average (the retry budget), e.g. 0.2 for 20% extra load.
+    #[arg(long, env = "COLONY_HTTP_RETRY_BUDGET", default_value_t = 0.2)]
+    http_retry_budget: f64,
+}
+
+#[cfg(feature = "gateway")]
+impl HttpArgs {
+    /// The settings these flags describe.
+    fn config(&self) -> crate::Result<crate::gateway::GatewayConfig> {
+        if self.http_max_body == 0 || self.http_max_concurrent == 0 {
+            return Err(crate::Error::Usage(
+                "--http-max-body and --http-max-concurrent must be at least 1".to_owned(),
+            ));
+        }
+        if !(self.http_retry_budget.is_finite() && self.http_retry_budget >= 0.0) {
+            return Err(crate::Error::Usage(
+                "--http-retry-budget must be a number of at least 0, such as 0.2".to_owned(),
+            ));
+        }
+        Ok(crate::gateway::GatewayConfig {
+            header_read_timeout: self.http_header_timeout,
+            max_body: self.http_max_body,
+            max_concurrent: self.http_max_concurrent,
+            retry: crate::retry::RetryPolicy::default()
+                .with_max_attempts(self.http_max_attempts)
+                .with_budget_ratio(self.http_retry_budget),
+            ..crate::gateway::GatewayConfig::default()
+        })
+    }
+}
+
+#[cfg(feature = "gateway")]
+/// Bind the gateway for a role of the binary (`run`, `gateway`), print its URL, and serve
+/// it in a task until `shutdown`; the task ends once the requests in flight are done.
+async fn spawn_gateway(
+    args: &HttpArgs,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<tokio::task::JoinHandle<()>> {
+    let (listener, gateway) = crate::gateway::bind(router, &args.http, args.config()?).await?;
+    announce_gateway(&listener);
+    Ok(tokio::spawn(crate::gateway::serve(
+        listener, gateway, shutdown,
+    )))
+}
+
+/// Print where the gateway listens, for whoever started this process.
+#[cfg(feature = "gateway")]
+fn announce_gateway(listener: &tokio::net::TcpListener) {
+    if let Ok(local) = listener.local_addr() {
+        announce(&format!("colony: gateway on http://{local}"));
+    }
+}
+
+/// Serve `/metrics` and `/healthz` where `--metrics` says, and print where.
+async fn spawn_metrics(args: &MetricsArgs) -> Result<Option<std::net::SocketAddr>> {
+    let local = crate::telemetry::spawn_metrics(&args.metrics).await?;
+    if let Some(local) = local {
+        announce(&format!("colony: metrics on http://{local}/metrics"));
+    }
+    Ok(local)
+}
 
 /// The gateway's flags; a build without the `gateway` feature has none.
 #[cfg(not(feature = "gateway"))]
@@ -126,7 +210,7 @@ struct ServeArgs {
     #[arg(long, env = "COLONY_MAX_IN_FLIGHT", default_value_t = 65_536)]
     max_in_flight: u64,
     /// How long SIGTERM waits for requests in flight before exiting anyway.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = crate::config::duration, default_value = "30s")]
     drain_timeout: Duration,
     #[command(flatten)]
     metrics: MetricsArgs,
@@ -142,32 +226,8 @@ struct CallArgs {
     #[command(flatten)]
     common: Common,
     /// The call's deadline, e.g. `500ms`, `5s`.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::config::duration)]
     timeout: Option<Duration>,
-}
-
-/// Parse `250ms`, `5s`, `1.5s`, `2m` or `1h`.
-pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration; write it like `250ms`, `5s` or `2m`"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "`{other}` is not a duration unit; use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
 /// Run the role named on the command line. This is what `colony::main` does.
@@ -181,6 +241,9 @@ pub fn main() -> Result<()> {
         argv.insert(1, "run".into());
     }
     let cli = Cli::parse_from(argv);
+    if let Some(problem) = crate::config::env().check() {
+        return Err(Error::Usage(problem));
+    }
     let _telemetry = crate::telemetry::init(&process_services(&cli.role));
     match cli.role {
         Role::Describe => {
@@ -307,14 +370,12 @@ async fn host_role(
     let listener = transport.listen(&listen, &names).await?;
     let addr = crate::transport::Listener::local_addr(&listener);
     announce(&format!("colony: listening on {addr}"));
-    let metrics = crate::telemetry::spawn_metrics(&metrics.metrics).await?;
+    let metrics = spawn_metrics(&metrics).await?;
     tracing::info!(%addr, services = %names.join(","), instance = crate::identity::instance_id(), "serving");
     // `run` also serves the HTTP gateway, which runs the exposed services right here.
     #[cfg(feature = "gateway")]
     let gateway = match http {
-        Some(http) => {
-            Some(crate::gateway::spawn_for_role(&http, router.clone(), shutdown_signal()).await?)
-        }
+        Some(http) => Some(spawn_gateway(&http, router.clone(), shutdown_signal()).await?),
         None => None,
     };
     #[cfg(not(feature = "gateway"))]
@@ -379,7 +440,8 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
     kubernetes_discovery(&router, &peers)?;
     let config = args.http.config()?;
     let (listener, gateway) = crate::gateway::bind(router.clone(), &args.http.http, config).await?;
-    let metrics = crate::telemetry::spawn_metrics(&args.metrics.metrics).await?;
+    announce_gateway(&listener);
+    let metrics = spawn_metrics(&args.metrics).await?;
     // Under an orchestrator (`colony up`): take membership pushes, and report the URL.
     let drain = Arc::new(tokio::sync::Notify::new());
     if let Some(orchestrator) = crate::discovery::OrchestratorConfig::from_env() {
@@ -419,20 +481,17 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
 /// headless Services) every `COLONY_DNS_REFRESH` (default 5s).
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_variables))]
 fn kubernetes_discovery(router: &Arc<Router>, peers: &[Peer]) -> Result<()> {
-    match std::env::var("COLONY_DISCOVERY").as_deref() {
-        Err(_) | Ok("" | "static") => Ok(()),
+    let env = crate::config::env();
+    match env.discovery.as_deref() {
+        None | Some("static") => Ok(()),
         #[cfg(feature = "kubernetes")]
-        Ok("kubernetes") => {
-            let refresh = std::env::var("COLONY_DNS_REFRESH")
-                .ok()
-                .map(|r| parse_duration(&r).map_err(Error::Usage))
-                .transpose()?
-                .unwrap_or(Duration::from_secs(5));
+        Some("kubernetes") => {
+            let refresh = env.dns_refresh.unwrap_or(Duration::from_secs(5));
             crate::discovery::spawn_kubernetes(router.clone(), peers.to_vec(), refresh)
                 .map_err(Error::Usage)?;
             Ok(())
         }
-        Ok(other) => Err(Error::Usage(format!(
+        Some(other) => Err(Error::Usage(format!(
             "COLONY_DISCOVERY={other} is not known here; use `static` (--peer / COLONY_PEERS){}",
             if cfg!(feature = "kubernetes") {
                 " or `kubernetes`"
@@ -445,7 +504,7 @@ fn kubernetes_discovery(router: &Arc<Router>, peers: &[Peer]) -> Result<()> {
 
 /// Print a machine-readable line (`colony: listening on ADDR`) for whoever started this
 /// process. A closed stdout is not this process's problem: the line is dropped.
-pub(crate) fn announce(line: &str) {
+fn announce(line: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
@@ -550,16 +609,6 @@ async fn call_role(args: CallArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-    }
 
     #[test]
     fn the_command_line_is_consistent() {

@@ -79,7 +79,7 @@ impl Client {
 
     /// A client of the peers in `COLONY_PEERS` (`NAME=ADDR,NAME=ADDR`).
     pub fn from_env() -> Result<Client> {
-        let peers = std::env::var("COLONY_PEERS").unwrap_or_default();
+        let peers = crate::config::env().peers.clone().unwrap_or_default();
         if peers.trim().is_empty() {
             return Err(Error::Usage(
                 "COLONY_PEERS is not set; set it to NAME=ADDR,... (for example \

@@ -118,15 +118,11 @@ impl OrchestratorConfig {
     /// From `COLONY_ORCHESTRATOR`, `COLONY_ORCHESTRATOR_FILE` and `COLONY_HEARTBEAT`
     /// (milliseconds, or a duration such as `500ms`); `None` when no orchestrator is set.
     pub fn from_env() -> Option<OrchestratorConfig> {
-        let addr = std::env::var("COLONY_ORCHESTRATOR").ok()?;
-        let heartbeat = std::env::var("COLONY_HEARTBEAT")
-            .ok()
-            .and_then(|h| crate::app::parse_duration(&h).ok())
-            .unwrap_or(DEFAULT_HEARTBEAT);
+        let env = crate::config::env();
         Some(OrchestratorConfig {
-            addr,
-            addr_file: std::env::var_os("COLONY_ORCHESTRATOR_FILE").map(PathBuf::from),
-            heartbeat,
+            addr: env.orchestrator.clone()?,
+            addr_file: env.orchestrator_file.clone(),
+            heartbeat: env.heartbeat.unwrap_or(DEFAULT_HEARTBEAT),
         })
     }
 
@@ -298,8 +294,8 @@ pub fn spawn_kubernetes(
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
     let provider = TokioRuntimeProvider::default();
-    let mut builder = match std::env::var("COLONY_DNS_SERVER") {
-        Ok(server) => {
+    let mut builder = match &crate::config::env().dns_server {
+        Some(server) => {
             let addr: std::net::SocketAddr = server.trim().parse().map_err(|_| {
                 format!("COLONY_DNS_SERVER={server} is not IP:PORT, such as 10.96.0.10:53")
             })?;
@@ -312,7 +308,7 @@ pub fn spawn_kubernetes(
                 provider,
             )
         }
-        Err(_) => hickory_resolver::Resolver::builder(provider)
+        None => hickory_resolver::Resolver::builder(provider)
             .map_err(|e| format!("could not read the system's DNS configuration: {e}"))?,
     };
     // Pods come and go faster than DNS caches like: ask every time.

@@ -13,10 +13,8 @@ use std::sync::OnceLock;
 pub fn fingerprint() -> &'static str {
     static FINGERPRINT: OnceLock<String> = OnceLock::new();
     FINGERPRINT.get_or_init(|| {
-        if let Ok(f) = std::env::var("COLONY_FINGERPRINT")
-            && !f.is_empty()
-        {
-            return f;
+        if let Some(f) = &crate::config::env().fingerprint {
+            return f.clone();
         }
         let hash = std::env::current_exe()
             .and_then(std::fs::read)
@@ -34,19 +32,17 @@ pub fn fingerprint() -> &'static str {
 /// This instance's id: `COLONY_INSTANCE`, or the process id and a random suffix.
 pub fn instance_id() -> &'static str {
     static INSTANCE: OnceLock<String> = OnceLock::new();
-    INSTANCE.get_or_init(|| match std::env::var("COLONY_INSTANCE") {
-        Ok(id) if !id.is_empty() => id,
-        _ => format!("{}-{:04x}", std::process::id(), fastrand::u16(..)),
+    INSTANCE.get_or_init(|| match &crate::config::env().instance {
+        Some(id) => id.clone(),
+        None => format!("{}-{:04x}", std::process::id(), fastrand::u16(..)),
     })
 }
 
 /// The app's name: `COLONY_APP`, else the file name of this process's executable. It names
 /// the app in `describe` and the trust domain of its certificates (`spiffe://<app>/...`).
 pub fn app_name() -> String {
-    if let Ok(app) = std::env::var("COLONY_APP")
-        && !app.is_empty()
-    {
-        return app;
+    if let Some(app) = &crate::config::env().app {
+        return app.clone();
     }
     std::env::current_exe()
         .ok()

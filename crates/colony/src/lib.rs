@@ -116,6 +116,7 @@ extern crate self as colony;
 mod app;
 mod call;
 pub mod client;
+mod config;
 pub mod context;
 mod describe;
 pub mod discovery;
@@ -142,6 +143,15 @@ pub use error::{CallError, Error, ErrorKind, Result, ServiceError};
 /// For deployers and tools: hosting services and routing calls by hand.
 pub mod control {
     pub use crate::call::{CallOptions, DEFAULT_TIMEOUT, Peer, Reply, Router, RouterBuilder};
+
+    /// Settings read from outside: `colony.toml`'s schema (shared with the CLI) and the one
+    /// duration grammar.
+    pub mod config {
+        pub use crate::config::{
+            CacheToml, ClusterToml, ColonyToml, ConfigError, ServiceToml, StoreToml, duration,
+            format_duration,
+        };
+    }
     pub use crate::describe::describe;
     pub use crate::host::{Host, HostConfig, serve};
     pub use crate::identity::{app_name, fingerprint, instance_id};

@@ -388,7 +388,7 @@ impl Gateway {
         let timeout = match parts.headers.get(&TIMEOUT_HEADER) {
             Some(v) => {
                 let text = v.to_str().unwrap_or("");
-                match crate::app::parse_duration(text) {
+                match crate::config::duration(text) {
                     Ok(t) if !t.is_zero() => t,
                     Ok(_) => {
                         return Err(Problem::bad_request(format!(
@@ -880,9 +880,7 @@ impl Drop for Open {
     }
 }
 
-/// Bind `addr`, print `colony: gateway on http://ADDR` on stdout, and serve `router`'s
-/// exposed services there until `shutdown`. What `APP gateway`, `APP run` and `colony up`
-/// start.
+/// Bind `addr` and serve `router`'s exposed services there until `shutdown`.
 pub async fn run(
     router: Arc<Router>,
     addr: &str,
@@ -894,7 +892,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Build the gateway and bind its listener, printing its address; the first half of [`run`].
+/// Build the gateway and bind its listener (whose `local_addr` says where it listens); the
+/// first half of [`run`].
 pub async fn bind(
     router: Arc<Router>,
     addr: &str,
@@ -913,73 +912,8 @@ pub async fn bind(
     let local = listener
         .local_addr()
         .map_err(|e| crate::Error::io("the gateway's address is unknown", e))?;
-    crate::app::announce(&format!("colony: gateway on http://{local}"));
     tracing::info!(addr = %local, routes = gateway.inner.api.routes.len(), "gateway serving");
     Ok((listener, gateway))
-}
-
-/// The gateway's command-line flags, shared by `APP gateway` and `APP run`.
-#[derive(clap::Args, Debug, Clone)]
-pub(crate) struct HttpArgs {
-    /// Where the HTTP gateway listens; port 0 picks a free port. The URL is printed on stdout.
-    #[arg(
-        long = "http",
-        value_name = "ADDR",
-        env = "COLONY_HTTP_ADDR",
-        default_value = "127.0.0.1:8080"
-    )]
-    pub(crate) http: String,
-    /// How long a client may take to send a request's headers.
-    #[arg(long, env = "COLONY_HTTP_HEADER_TIMEOUT", value_parser = crate::app::parse_duration, default_value = "10s")]
-    http_header_timeout: Duration,
-    /// The largest request body, in bytes.
-    #[arg(long, env = "COLONY_HTTP_MAX_BODY", default_value_t = 1 << 20)]
-    http_max_body: usize,
-    /// HTTP requests in flight past which new ones get 503.
-    #[arg(long, env = "COLONY_HTTP_MAX_CONCURRENT", default_value_t = 4096)]
-    http_max_concurrent: usize,
-    /// Tries per request, the first included, when instances fail (1: no retries).
-    #[arg(long, env = "COLONY_HTTP_MAX_ATTEMPTS", default_value_t = 4)]
-    http_max_attempts: u16,
-    /// Retries allowed per request on average (the retry budget), e.g. 0.2 for 20% extra load.
-    #[arg(long, env = "COLONY_HTTP_RETRY_BUDGET", default_value_t = 0.2)]
-    http_retry_budget: f64,
-}
-
-impl HttpArgs {
-    /// The settings these flags describe.
-    pub(crate) fn config(&self) -> crate::Result<GatewayConfig> {
-        if self.http_max_body == 0 || self.http_max_concurrent == 0 {
-            return Err(crate::Error::Usage(
-                "--http-max-body and --http-max-concurrent must be at least 1".to_owned(),
-            ));
-        }
-        if !(self.http_retry_budget.is_finite() && self.http_retry_budget >= 0.0) {
-            return Err(crate::Error::Usage(
-                "--http-retry-budget must be a number of at least 0, such as 0.2".to_owned(),
-            ));
-        }
-        Ok(GatewayConfig {
-            header_read_timeout: self.http_header_timeout,
-            max_body: self.http_max_body,
-            max_concurrent: self.http_max_concurrent,
-            retry: RetryPolicy::default()
-                .with_max_attempts(self.http_max_attempts)
-                .with_budget_ratio(self.http_retry_budget),
-            ..GatewayConfig::default()
-        })
-    }
-}
-
-/// Bind the gateway for a role of the binary (`run`, `gateway`), print its URL, and serve
-/// it in a task until `shutdown`; the task ends once the requests in flight are done.
-pub(crate) async fn spawn_for_role(
-    args: &HttpArgs,
-    router: Arc<Router>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> crate::Result<tokio::task::JoinHandle<()>> {
-    let (listener, gateway) = bind(router, &args.http, args.config()?).await?;
-    Ok(tokio::spawn(serve(listener, gateway, shutdown)))
 }
 
 #[cfg(test)]

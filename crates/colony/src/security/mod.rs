@@ -211,7 +211,7 @@ impl Transport {
     /// For `call`, which hosts `hosted` and calls `peers`: TLS only if it will dial.
     pub(crate) fn for_caller(hosted: &[&str], peers: &[Peer]) -> Result<Transport, SecurityError> {
         // No peer and no orchestrator to learn them from: nothing will be dialed.
-        if peers.is_empty() && std::env::var_os("COLONY_ORCHESTRATOR").is_none() {
+        if peers.is_empty() && crate::config::env().orchestrator.is_none() {
             return Ok(Transport {
                 tls: None,
                 callers: CallerPolicy::new(),

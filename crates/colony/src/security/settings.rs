@@ -15,14 +15,13 @@
 //! callers = ["shop::checkout::*", "@gateway"]
 //! ```
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::SecurityError;
 use super::names::CallerPolicy;
 use super::rotation::{CertLifetime, LeafFiles};
+use crate::config::{ColonyToml, ConfigError, Env};
 use crate::service;
 
 /// Where a process looks for the cluster CA when `COLONY_CA_DIR` is not set.
@@ -59,67 +58,52 @@ pub struct Settings {
     pub leaf: Option<LeafFiles>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct File {
-    security: Option<String>,
-    cert_lifetime: Option<String>,
-    cert_renew_before: Option<String>,
-    #[serde(default)]
-    services: BTreeMap<String, ServiceSection>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ServiceSection {
-    callers: Option<Vec<String>>,
-}
-
 impl Settings {
     /// Read the settings of this process from its environment and `colony.toml` (at
     /// `COLONY_CONFIG`, else in the working directory; a missing file means defaults).
     pub fn from_env() -> Result<Settings, SecurityError> {
-        Settings::read(
-            |name| std::env::var(name).ok().filter(|v| !v.is_empty()),
-            crate::identity::app_name(),
-        )
+        Settings::read(crate::config::env(), crate::identity::app_name())
     }
 
-    /// Read the settings from `env` (a variable lookup) and the `colony.toml` it points to.
-    pub fn read(
-        env: impl Fn(&str) -> Option<String>,
-        app: String,
-    ) -> Result<Settings, SecurityError> {
-        let config_path = env("COLONY_CONFIG").map(PathBuf::from);
-        let file = match &config_path {
-            // The orchestrator points every instance at the app's colony.toml, which may not
-            // exist: a missing file means defaults, as in the working directory.
-            Some(path) => parse_file(path)?,
-            None => parse_file(Path::new("colony.toml"))?,
-        };
-        let where_ = config_path
-            .as_ref()
-            .map_or_else(|| "colony.toml".to_owned(), |p| p.display().to_string());
+    /// Read the settings from `env` and the `colony.toml` it points to.
+    pub(crate) fn read(env: &Env, app: String) -> Result<Settings, SecurityError> {
+        // The orchestrator points every instance at the app's colony.toml, which may not
+        // exist: a missing file means defaults, as in the working directory.
+        let path = env
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("colony.toml"));
+        let file = ColonyToml::read(&path).map_err(|e| match e {
+            ConfigError::Io { path, source } => SecurityError::Io { path, source },
+            other => SecurityError::Config {
+                reason: other.to_string(),
+            },
+        })?;
+        let where_ = path.display().to_string();
 
-        let mode = match (env("COLONY_TLS"), &file.security) {
-            (Some(v), _) => mode_of(&v, "COLONY_TLS")?,
+        let mode = match (&env.tls, &file.security) {
+            (Some(v), _) => mode_of(v, "COLONY_TLS")?,
             (None, Some(v)) => mode_of(v, &format!("`security` in {where_}"))?,
             (None, None) => Mode::Mutual,
         };
 
-        let duration = |var: &str, key: &str, from_file: &Option<String>| {
-            let (value, source) = match (env(var), from_file) {
-                (Some(v), _) => (v, var.to_owned()),
-                (None, Some(v)) => (v.clone(), format!("`{key}` in {where_}")),
-                (None, None) => return Ok(None),
-            };
-            crate::app::parse_duration(&value)
-                .map(Some)
-                .map_err(|e| SecurityError::Config {
-                    reason: format!("{source}: {e}"),
-                })
+        // The environment's values were checked when it was read (`config::Env`).
+        let duration = |from_env: Option<Duration>, key: &str, from_file: &Option<String>| match (
+            from_env, from_file,
+        ) {
+            (Some(d), _) => Ok(Some(d)),
+            (None, Some(v)) => {
+                crate::config::duration(v)
+                    .map(Some)
+                    .map_err(|e| SecurityError::Config {
+                        reason: format!("`{key}` in {where_}: {e}"),
+                    })
+            }
+            (None, None) => Ok(None),
         };
-        let lifetime = duration("COLONY_CERT_LIFETIME", "cert_lifetime", &file.cert_lifetime)?;
+        let lifetime = duration(env.cert_lifetime, "cert_lifetime", &file.cert_lifetime)?;
         let renew = duration(
-            "COLONY_CERT_RENEW_BEFORE",
+            env.cert_renew_before,
             "cert_renew_before",
             &file.cert_renew_before,
         )?;
@@ -161,7 +145,7 @@ impl Settings {
             callers = callers.allow(service_name, list);
         }
 
-        let leaf = match (env("COLONY_TLS_CERT"), env("COLONY_TLS_KEY")) {
+        let leaf = match (env.tls_cert.clone(), env.tls_key.clone()) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some((cert, key)),
             _ => {
@@ -172,10 +156,14 @@ impl Settings {
                 });
             }
         };
-        let ca_dir = PathBuf::from(env("COLONY_CA_DIR").unwrap_or_else(|| DEFAULT_CA_DIR.into()));
+        let ca_dir = env
+            .ca_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CA_DIR));
         let leaf = leaf.map(|(cert, key)| {
-            let ca = env("COLONY_TLS_CA")
-                .map(PathBuf::from)
+            let ca = env
+                .tls_ca
+                .clone()
                 .unwrap_or_else(|| ca_dir.join(super::ca::CA_CERT_FILE));
             LeafFiles::new(cert, key, ca)
         });
@@ -188,24 +176,6 @@ impl Settings {
             leaf,
         })
     }
-}
-
-fn parse_file(path: &Path) -> Result<File, SecurityError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(File::default());
-        }
-        Err(e) => {
-            return Err(SecurityError::Io {
-                path: path.to_owned(),
-                source: e,
-            });
-        }
-    };
-    toml::from_str(&text).map_err(|e| SecurityError::Config {
-        reason: format!("{} is not valid: {e}", path.display()),
-    })
 }
 
 fn mode_of(value: &str, source: &str) -> Result<Mode, SecurityError> {
@@ -222,8 +192,6 @@ fn mode_of(value: &str, source: &str) -> Result<Mode, SecurityError> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, SecurityError> {
@@ -231,10 +199,9 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Settings::read(
-            move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            "app".to_owned(),
-        )
+        let env =
+            Env::read(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+        Settings::read(&env, "app".to_owned())
     }
 
     fn config(text: &str) -> PathBuf {

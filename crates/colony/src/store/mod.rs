@@ -283,10 +283,8 @@ async fn durable() -> Result<&'static Durable, ServiceError> {
 /// (`memory` for one that lives in memory), else `.colony/store.redb` in the working
 /// directory.
 async fn open_from_env() -> Result<Durable, String> {
-    if let Some(url) = std::env::var("COLONY_STORE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
+    let env = crate::config::env();
+    if let Some(url) = &env.store_url {
         #[cfg(feature = "store-postgres")]
         return postgres::Postgres::open(&url).await.map(Durable::Postgres);
         #[cfg(not(feature = "store-postgres"))]
@@ -297,8 +295,9 @@ async fn open_from_env() -> Result<Durable, String> {
             url.len()
         ));
     }
-    let path = std::env::var_os("COLONY_STORE_PATH")
-        .map(PathBuf::from)
+    let path = env
+        .store_path
+        .clone()
         .unwrap_or_else(|| PathBuf::from(".colony").join("store.redb"));
     if path.as_os_str() == "memory" {
         Embedded::memory().map(Durable::Embedded)
@@ -356,17 +355,11 @@ static CACHE: tokio::sync::OnceCell<Option<Arc<Cache>>> = tokio::sync::OnceCell:
 async fn cache() -> Option<&'static Arc<Cache>> {
     CACHE
         .get_or_init(|| async {
-            let spec = std::env::var("COLONY_CACHE").unwrap_or_default();
-            let ttl = match std::env::var("COLONY_CACHE_TTL") {
-                Ok(s) => s.parse().unwrap_or_else(|_| {
-                    tracing::warn!(
-                        value = %s,
-                        "COLONY_CACHE_TTL is not a whole number of seconds; using 60"
-                    );
-                    60
-                }),
-                Err(_) => 60,
-            };
+            let env = crate::config::env();
+            let spec = env.cache.clone().unwrap_or_default();
+            let ttl = env.cache_ttl.map_or(60, |ttl| {
+                u32::try_from(ttl.as_secs().max(1)).unwrap_or(u32::MAX)
+            });
             Cache::start(&spec, ttl, MAX_VALUE).await
         })
         .await

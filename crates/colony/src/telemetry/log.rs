@@ -46,9 +46,9 @@ impl LogFormat {
     pub fn from_env() -> LogFormat {
         use std::io::IsTerminal;
         let terminal = std::io::stderr().is_terminal();
-        match std::env::var("COLONY_LOG_FORMAT").as_deref().map(str::trim) {
-            Ok("json") => LogFormat::Json,
-            Ok("text") => LogFormat::Text { ansi: terminal },
+        match crate::config::env().log_format.as_deref().map(str::trim) {
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text { ansi: terminal },
             _ if terminal => LogFormat::Text { ansi: true },
             _ => LogFormat::Json,
         }

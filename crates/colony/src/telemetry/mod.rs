@@ -87,7 +87,7 @@ pub fn init(services: &str) -> Telemetry {
         let _ = PROCESS_SERVICES.set(services.to_owned());
     }
     let mut warnings = Vec::new();
-    let text = std::env::var("COLONY_LOG").unwrap_or_default();
+    let text = crate::config::env().log.clone().unwrap_or_default();
     let text = if text.trim().is_empty() {
         "info"
     } else {
@@ -144,8 +144,8 @@ pub fn init(services: &str) -> Telemetry {
 }
 
 /// Bind `addr` (`host:port`, port 0 for any free port) and serve `/metrics` and
-/// `/healthz` there in a task, printing `colony: metrics on http://ADDR/metrics` on
-/// stdout. `off` (or an empty address) serves nothing. Returns the bound address.
+/// `/healthz` there in a task. `off` (or an empty address) serves nothing. Returns the
+/// bound address, for the caller to announce.
 pub async fn spawn_metrics(addr: &str) -> crate::Result<Option<std::net::SocketAddr>> {
     let addr = addr.trim();
     if addr.is_empty() || addr == "off" {
@@ -163,7 +163,6 @@ pub async fn spawn_metrics(addr: &str) -> crate::Result<Option<std::net::SocketA
     let local = listener
         .local_addr()
         .map_err(|e| crate::Error::io("the metrics listener's address is unknown", e))?;
-    crate::app::announce(&format!("colony: metrics on http://{local}/metrics"));
     tokio::spawn(metrics::serve(listener, std::future::pending()));
     Ok(Some(local))
 }

@@ -100,7 +100,13 @@ impl Sampler {
     /// `always_off`, `traceidratio`, and their `parentbased_` forms), else
     /// [`DEFAULT_SAMPLE_RATIO`], parent-based.
     pub fn from_env() -> Result<Sampler, String> {
-        Sampler::from_vars(&|k| std::env::var(k).ok())
+        let vars = &crate::config::env().sampler;
+        Sampler::from_vars(&|k| match k {
+            "COLONY_TRACE_SAMPLE" => vars.colony.clone(),
+            "OTEL_TRACES_SAMPLER" => vars.otel.clone(),
+            "OTEL_TRACES_SAMPLER_ARG" => vars.otel_arg.clone(),
+            _ => None,
+        })
     }
 
     fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Sampler, String> {
