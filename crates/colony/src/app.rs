@@ -298,6 +298,11 @@ fn process_services(role: &Role) -> String {
     }
 }
 
+/// Whether `name` is a service of this binary.
+fn is_service(name: &str) -> bool {
+    service::find(name).is_some()
+}
+
 fn max_threads(services: &[String]) -> Option<usize> {
     services
         .iter()
@@ -344,7 +349,7 @@ async fn host_role(
         max_frame: common.max_frame,
         ..ConnectionConfig::default()
     };
-    let transport = crate::security::Transport::for_host(&services)?;
+    let transport = crate::security::Transport::for_host(&services, &is_service)?;
     // The store's instance opens its file now: one it cannot open stops it at start, with
     // the reason, rather than failing every call.
     #[cfg(feature = "store")]
@@ -381,31 +386,14 @@ async fn host_role(
     #[cfg(not(feature = "gateway"))]
     let _ = http;
     // Under an orchestrator (`colony up`): register, heartbeat, take membership pushes.
-    let drain = Arc::new(tokio::sync::Notify::new());
-    if let Some(orchestrator) = crate::discovery::OrchestratorConfig::from_env() {
-        let registration = crate::discovery::Registration {
-            instance: crate::identity::instance_id().to_owned(),
-            pid: std::process::id(),
-            addr: addr.clone(),
-            services: services.clone(),
-            fingerprint: crate::identity::fingerprint().to_owned(),
-            metrics: metrics.map(|a| a.to_string()),
-        };
-        crate::discovery::spawn_link(
-            orchestrator,
-            registration,
-            Some(host.clone()),
-            router,
-            drain.clone(),
-            transport.dialer(),
-        );
-    }
-    let shutdown = async move {
-        tokio::select! {
-            () = shutdown_signal() => {}
-            () = drain.notified() => {}
-        }
-    };
+    let shutdown = link_to_orchestrator(
+        addr.clone(),
+        services.clone(),
+        metrics,
+        Some(host.clone()),
+        router,
+        &transport,
+    );
     serve(listener, host, shutdown).await;
     #[cfg(feature = "gateway")]
     if let Some(gateway) = gateway {
@@ -425,8 +413,11 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
              (or COLONY_PEERS) for the instances of the exposed services"
         );
     }
-    let transport =
-        crate::security::Transport::for_caller(&[crate::security::ROLE_GATEWAY], &peers)?;
+    let transport = crate::security::Transport::for_caller(
+        &[crate::security::ROLE_GATEWAY],
+        !peers.is_empty(),
+        &is_service,
+    )?;
     let connection = ConnectionConfig {
         max_frame: args.common.max_frame,
         ..ConnectionConfig::default()
@@ -443,38 +434,53 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
     announce_gateway(&listener);
     let metrics = spawn_metrics(&args.metrics).await?;
     // Under an orchestrator (`colony up`): take membership pushes, and report the URL.
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let shutdown = link_to_orchestrator(addr, Vec::new(), metrics, None, router, &transport);
+    crate::gateway::serve(listener, gateway, shutdown).await;
+    tracing::info!("gateway drained; exiting");
+    Ok(())
+}
+
+/// Under an orchestrator (`colony up`): register this process (`addr`, hosting `services`
+/// on `host`, or none for the gateway), heartbeat, and take membership pushes into
+/// `router`. Returns what the serving loop waits for: a signal, or the orchestrator's
+/// order to drain.
+fn link_to_orchestrator(
+    addr: String,
+    services: Vec<String>,
+    metrics: Option<std::net::SocketAddr>,
+    host: Option<Arc<Host>>,
+    router: Arc<Router>,
+    transport: &crate::security::Transport,
+) -> impl Future<Output = ()> + Send + 'static {
     let drain = Arc::new(tokio::sync::Notify::new());
     if let Some(orchestrator) = crate::discovery::OrchestratorConfig::from_env() {
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
         let registration = crate::discovery::Registration {
             instance: crate::identity::instance_id().to_owned(),
             pid: std::process::id(),
             addr,
-            services: Vec::new(),
+            services,
             fingerprint: crate::identity::fingerprint().to_owned(),
             metrics: metrics.map(|a| a.to_string()),
         };
         crate::discovery::spawn_link(
             orchestrator,
             registration,
-            None,
+            host,
             router,
             drain.clone(),
             transport.dialer(),
         );
     }
-    let shutdown = async move {
+    async move {
         tokio::select! {
             () = shutdown_signal() => {}
             () = drain.notified() => {}
         }
-    };
-    crate::gateway::serve(listener, gateway, shutdown).await;
-    tracing::info!("gateway drained; exiting");
-    Ok(())
+    }
 }
 
 /// With `COLONY_DISCOVERY=kubernetes`, keep re-resolving the peers' DNS names (their
@@ -549,7 +555,8 @@ async fn call_role(args: CallArgs) -> Result<()> {
     let peers = parse_peers(&args.common)?;
     let remote = peers.iter().any(|p| p.matches(entry.name));
     let (ok, bytes) = if remote {
-        let transport = crate::security::Transport::for_caller(&[], &peers)?;
+        let transport =
+            crate::security::Transport::for_caller(&[], !peers.is_empty(), &is_service)?;
         let router = Router::builder(transport.dialer())
             .peers(peers)
             .build()
@@ -570,7 +577,8 @@ async fn call_role(args: CallArgs) -> Result<()> {
             .filter(|e| !peers.iter().any(|p| p.matches(e.name)))
             .map(|e| e.name)
             .collect();
-        let transport = crate::security::Transport::for_caller(&hosted, &peers)?;
+        let transport =
+            crate::security::Transport::for_caller(&hosted, !peers.is_empty(), &is_service)?;
         let router = Router::builder(transport.dialer())
             .hosted(hosted)
             .peers(peers)

@@ -6,6 +6,7 @@
 //! nothing here panics.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -340,7 +341,7 @@ pub enum Error {
     Service(serde_json::Value),
     /// Mutual TLS could not be set up: no CA, unreadable certificates, a bad `colony.toml`.
     #[error(transparent)]
-    Security(#[from] crate::security::SecurityError),
+    Security(#[from] SecurityError),
 }
 
 /// `fn main() -> colony::Result<()>` prints this when it fails, so it reads like Display.
@@ -364,3 +365,88 @@ impl Error {
 
 /// The result of [`crate::main`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why security could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecurityError {
+    /// TLS is on, and there is neither a CA nor a certificate for this process.
+    #[error(
+        "no cluster CA in {}: run `colony certs init` there (or set COLONY_CA_DIR to where the CA \
+         is), or set COLONY_TLS=off for local development",
+        shown(dir)
+    )]
+    NoCa {
+        /// Where the CA was looked for.
+        dir: PathBuf,
+    },
+    /// A CA exists where a new one was to be created.
+    #[error(
+        "a cluster CA already exists in {}; keep it, or pass --force to replace it (every \
+         certificate it issued stops being trusted)",
+        shown(dir)
+    )]
+    CaExists {
+        /// The CA directory.
+        dir: PathBuf,
+    },
+    /// The CA's certificate or key is unusable.
+    #[error("the cluster CA is unusable: {reason}")]
+    BadCa {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate or key is unusable.
+    #[error("{what} is unusable: {reason}")]
+    BadCertificate {
+        /// Which certificate.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Making a certificate failed.
+    #[error("could not {what}: {reason}")]
+    Issue {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A setting is wrong.
+    #[error("{reason}")]
+    Config {
+        /// Which setting, what is wrong, and what to write instead.
+        reason: String,
+    },
+    /// The listening socket could not be bound.
+    #[error("could not listen on {addr} (pass --listen 127.0.0.1:0 for any free port): {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS could not be configured: {reason}")]
+    Tls {
+        /// rustls's reason.
+        reason: String,
+    },
+}
+
+/// A relative directory as `./dir`, so that messages read as paths.
+fn shown(dir: &Path) -> String {
+    if dir.is_relative() && !dir.starts_with(".") && !dir.starts_with("..") {
+        format!("./{}", dir.display())
+    } else {
+        dir.display().to_string()
+    }
+}

@@ -68,7 +68,6 @@ mod settings;
 mod tls;
 mod verify;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, Ca, IssuedCert};
@@ -82,84 +81,8 @@ pub use settings::{DEFAULT_CA_DIR, Mode, Settings};
 pub use tls::{ListenerStats, MutualTls, RefusalReport, TlsDialer, TlsListener};
 pub use verify::Refusal;
 
-use crate::call::Peer;
+pub use crate::error::SecurityError;
 use crate::transport::{Dialer, Listener, TcpDialer, TcpListener};
-
-/// Why security could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SecurityError {
-    /// TLS is on, and there is neither a CA nor a certificate for this process.
-    #[error(
-        "no cluster CA in {}: run `colony certs init` there (or set COLONY_CA_DIR to where the CA \
-         is), or set COLONY_TLS=off for local development",
-        shown(dir)
-    )]
-    NoCa {
-        /// Where the CA was looked for.
-        dir: PathBuf,
-    },
-    /// A CA exists where a new one was to be created.
-    #[error(
-        "a cluster CA already exists in {}; keep it, or pass --force to replace it (every \
-         certificate it issued stops being trusted)",
-        shown(dir)
-    )]
-    CaExists {
-        /// The CA directory.
-        dir: PathBuf,
-    },
-    /// The CA's certificate or key is unusable.
-    #[error("the cluster CA is unusable: {reason}")]
-    BadCa {
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A certificate or key is unusable.
-    #[error("{what} is unusable: {reason}")]
-    BadCertificate {
-        /// Which certificate.
-        what: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Making a certificate failed.
-    #[error("could not {what}: {reason}")]
-    Issue {
-        /// What was being done.
-        what: String,
-        /// Why it failed.
-        reason: String,
-    },
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A setting is wrong.
-    #[error("{reason}")]
-    Config {
-        /// Which setting, what is wrong, and what to write instead.
-        reason: String,
-    },
-    /// The listening socket could not be bound.
-    #[error("could not listen on {addr} (pass --listen 127.0.0.1:0 for any free port): {source}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// rustls refused the configuration.
-    #[error("TLS could not be configured: {reason}")]
-    Tls {
-        /// rustls's reason.
-        reason: String,
-    },
-}
 
 impl SecurityError {
     pub(crate) fn cert(what: &str, reason: impl std::fmt::Display) -> SecurityError {
@@ -176,15 +99,6 @@ impl SecurityError {
     }
 }
 
-/// A relative directory as `./dir`, so that messages read as paths.
-fn shown(dir: &Path) -> String {
-    if dir.is_relative() && !dir.starts_with(".") && !dir.starts_with("..") {
-        format!("./{}", dir.display())
-    } else {
-        dir.display().to_string()
-    }
-}
-
 /// A dialer for a process whose certificate names `names` (its services, or a role such as
 /// [`ROLE_GATEWAY`]; none means [`ROLE_CLIENT`]), as this process's settings say: mutual
 /// TLS with a certificate from the cluster CA (`COLONY_CA_DIR`, `./.colony`) or from
@@ -192,7 +106,8 @@ fn shown(dir: &Path) -> String {
 ///
 /// For callers other than the binary's own roles: `colony::client::Client`, the gateway.
 pub fn dialer_from_env(names: &[&str]) -> Result<Arc<dyn Dialer>, SecurityError> {
-    Ok(Transport::from_settings(Settings::from_env()?, names, false)?.dialer())
+    // A dialer hosts nothing, so no allow-list of its own is enforced here.
+    Ok(Transport::from_settings(Settings::from_env(&|_| true)?, names, false)?.dialer())
 }
 
 /// How a role of the binary connects: mutual TLS as its settings say, or plaintext.
@@ -202,22 +117,31 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    /// For a process that hosts `hosted` and listens (`run`, `serve`).
-    pub(crate) fn for_host(hosted: &[String]) -> Result<Transport, SecurityError> {
+    /// For a process that hosts `hosted` and listens (`run`, `serve`); `known` says
+    /// whether a name is a service of this binary, for checking the allow-lists.
+    pub(crate) fn for_host(
+        hosted: &[String],
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<Transport, SecurityError> {
         let names: Vec<&str> = hosted.iter().map(String::as_str).collect();
-        Transport::from_settings(Settings::from_env()?, &names, true)
+        Transport::from_settings(Settings::from_env(known)?, &names, true)
     }
 
-    /// For `call`, which hosts `hosted` and calls `peers`: TLS only if it will dial.
-    pub(crate) fn for_caller(hosted: &[&str], peers: &[Peer]) -> Result<Transport, SecurityError> {
+    /// For `call`, which hosts `hosted` and calls peers if it `has_peers`: TLS only if it
+    /// will dial.
+    pub(crate) fn for_caller(
+        hosted: &[&str],
+        has_peers: bool,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<Transport, SecurityError> {
         // No peer and no orchestrator to learn them from: nothing will be dialed.
-        if peers.is_empty() && crate::config::env().orchestrator.is_none() {
+        if !has_peers && crate::config::env().orchestrator.is_none() {
             return Ok(Transport {
                 tls: None,
                 callers: CallerPolicy::new(),
             });
         }
-        Transport::from_settings(Settings::from_env()?, hosted, false)
+        Transport::from_settings(Settings::from_env(known)?, hosted, false)
     }
 
     fn from_settings(

@@ -22,7 +22,6 @@ use super::SecurityError;
 use super::names::CallerPolicy;
 use super::rotation::{CertLifetime, LeafFiles};
 use crate::config::{ColonyToml, ConfigError, Env};
-use crate::service;
 
 /// Where a process looks for the cluster CA when `COLONY_CA_DIR` is not set.
 pub const DEFAULT_CA_DIR: &str = ".colony";
@@ -61,12 +60,19 @@ pub struct Settings {
 impl Settings {
     /// Read the settings of this process from its environment and `colony.toml` (at
     /// `COLONY_CONFIG`, else in the working directory; a missing file means defaults).
-    pub fn from_env() -> Result<Settings, SecurityError> {
-        Settings::read(crate::config::env(), crate::identity::app_name())
+    ///
+    /// `known` says whether a name is a service of this binary: an allow-list that names
+    /// another is refused.
+    pub fn from_env(known: &dyn Fn(&str) -> bool) -> Result<Settings, SecurityError> {
+        Settings::read(crate::config::env(), crate::identity::app_name(), known)
     }
 
     /// Read the settings from `env` and the `colony.toml` it points to.
-    pub(crate) fn read(env: &Env, app: String) -> Result<Settings, SecurityError> {
+    pub(crate) fn read(
+        env: &Env,
+        app: String,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<Settings, SecurityError> {
         // The orchestrator points every instance at the app's colony.toml, which may not
         // exist: a missing file means defaults, as in the working directory.
         let path = env
@@ -118,7 +124,7 @@ impl Settings {
             let Some(list) = section.callers else {
                 continue;
             };
-            if service::find(&service_name).is_none() {
+            if !known(&service_name) {
                 return Err(SecurityError::Config {
                     reason: format!(
                         "{where_}: [services.\"{service_name}\"] names no service of this binary; \
@@ -130,7 +136,7 @@ impl Settings {
                 let known = caller == "*"
                     || caller.starts_with('@')
                     || caller.ends_with("::*")
-                    || service::find(caller).is_some();
+                    || known(caller);
                 if !known {
                     return Err(SecurityError::Config {
                         reason: format!(
@@ -201,7 +207,7 @@ mod tests {
             .collect();
         let env =
             Env::read(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
-        Settings::read(&env, "app".to_owned())
+        Settings::read(&env, "app".to_owned(), &|name| name.starts_with("shop::"))
     }
 
     fn config(text: &str) -> PathBuf {
