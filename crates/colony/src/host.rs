@@ -163,7 +163,8 @@ impl Host {
             idle: Notify::new(),
             connections: Mutex::new(Vec::new()),
         });
-        crate::telemetry::metrics::watch_host(Arc::downgrade(&host));
+        let source: Arc<dyn crate::telemetry::metrics::LoadSource> = host.clone();
+        crate::telemetry::metrics::watch_load(Arc::downgrade(&source));
         Ok(host)
     }
 
@@ -607,5 +608,15 @@ pub async fn serve(
     let abandoned = host.drain().await;
     if abandoned > 0 {
         tracing::warn!(abandoned, "drain timed out with requests still in flight");
+    }
+}
+
+impl crate::telemetry::metrics::LoadSource for Host {
+    fn load(&self) -> LoadReport {
+        Host::load(self)
+    }
+
+    fn is_draining(&self) -> bool {
+        Host::is_draining(self)
     }
 }

@@ -137,7 +137,11 @@ impl Cluster {
     /// Run `fut` as a client of the cluster: the services it calls run on the instances.
     /// The returned future does not borrow the cluster, so it can be spawned.
     pub fn run<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> + use<F> {
-        crate::control::with_router(self.client.clone(), fut)
+        let ctx = crate::context::CallContext {
+            router: Some(self.client.clone()),
+            ..Default::default()
+        };
+        crate::context::scope(ctx, fut)
     }
 
     /// Drain every instance and wait for them to stop.

@@ -286,7 +286,7 @@ async fn open_from_env() -> Result<Durable, String> {
     let env = crate::config::env();
     if let Some(url) = &env.store_url {
         #[cfg(feature = "store-postgres")]
-        return postgres::Postgres::open(&url).await.map(Durable::Postgres);
+        return postgres::Postgres::open(url).await.map(Durable::Postgres);
         #[cfg(not(feature = "store-postgres"))]
         return Err(format!(
             "COLONY_STORE_URL names a database ({} characters), but this binary was built \

@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::CallError;
-use crate::host::Host;
 use crate::service;
+use crate::wire::LoadReport;
 
 /// The outcome labels of a call, in the order of [`Outcome`]'s discriminants.
 const OUTCOMES: [&str; 15] = [
@@ -214,8 +214,8 @@ struct Metrics {
     retries: AtomicU64,
     /// Requests refused before a service could be named (an unknown service id).
     refused_unknown: AtomicU64,
-    /// The hosts of this process, for the instance load.
-    hosts: Mutex<Vec<Weak<Host>>>,
+    /// What serves requests in this process (its hosts), for the instance load.
+    loads: Mutex<Vec<Weak<dyn LoadSource>>>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -236,7 +236,7 @@ fn metrics() -> &'static Metrics {
         },
         retries: AtomicU64::new(0),
         refused_unknown: AtomicU64::new(0),
-        hosts: Mutex::new(Vec::new()),
+        loads: Mutex::new(Vec::new()),
     })
 }
 
@@ -318,11 +318,27 @@ pub(crate) fn http_request(status: u16, elapsed: Duration) {
     http.duration.observe(elapsed);
 }
 
-/// Report `host`'s load (in flight, capacity, busy time) in the metrics while it lives.
-pub(crate) fn watch_host(host: Weak<Host>) {
-    let mut hosts = metrics().hosts.lock().unwrap_or_else(|p| p.into_inner());
-    hosts.retain(|h| h.strong_count() > 0);
-    hosts.push(host);
+/// Something that serves requests and knows its load: a host hands itself in when it
+/// starts, so that `/metrics` and `/healthz` report it without this module knowing what a
+/// host is.
+pub(crate) trait LoadSource: Send + Sync {
+    /// The load now.
+    fn load(&self) -> LoadReport;
+    /// Whether it is draining (refusing new requests).
+    fn is_draining(&self) -> bool;
+}
+
+/// Report `source`'s load in the instance metrics while it lives.
+pub(crate) fn watch_load(source: Weak<dyn LoadSource>) {
+    let mut loads = metrics().loads.lock().unwrap_or_else(|p| p.into_inner());
+    loads.retain(|l| l.strong_count() > 0);
+    loads.push(source);
+}
+
+/// The load sources still alive.
+fn sources() -> Vec<std::sync::Arc<dyn LoadSource>> {
+    let loads = metrics().loads.lock().unwrap_or_else(|p| p.into_inner());
+    loads.iter().filter_map(Weak::upgrade).collect()
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the text format requires.
@@ -512,10 +528,7 @@ pub fn render() -> String {
 /// No `instance` label: a scraper adds its own (Prometheus: the target), and
 /// `colony metrics` adds the instance id.
 fn render_instance(out: &mut String) {
-    let hosts: Vec<std::sync::Arc<Host>> = {
-        let hosts = metrics().hosts.lock().unwrap_or_else(|p| p.into_inner());
-        hosts.iter().filter_map(Weak::upgrade).collect()
-    };
+    let hosts = sources();
     if hosts.is_empty() {
         return;
     }
@@ -693,11 +706,7 @@ async fn answer(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
 
 /// Whether a host of this process is draining.
 fn draining() -> bool {
-    let hosts = metrics().hosts.lock().unwrap_or_else(|p| p.into_inner());
-    hosts
-        .iter()
-        .filter_map(Weak::upgrade)
-        .any(|h| h.is_draining())
+    sources().iter().any(|h| h.is_draining())
 }
 
 async fn respond(
