@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::call::{CallOptions, DEFAULT_TIMEOUT, Peer, Reply, Router};
 use crate::context::{self, CallContext};
-use crate::error::{CallError, Error, Result};
+use crate::error::{CallError, Error, FailedCall, Result};
 use crate::retry::{Retrier, RetryPolicy};
 use crate::service;
 use crate::transport::TcpDialer;
@@ -119,8 +119,9 @@ impl Client {
     }
 
     /// Run the request that `request` makes: the services it calls run on the cluster's
-    /// instances. When a call it makes fails in a way that is safe to retry and the request
-    /// fails, `request` runs again (a fresh future), on another instance.
+    /// instances. When the request fails with an error that comes from a call that failed
+    /// in a way that is safe to retry ([`FailedCall`]), `request` runs again (a fresh
+    /// future), on another instance.
     ///
     /// Every try runs under the same request id (the current one, or a fresh one) and the
     /// client's deadline; [`crate::context::attempt`] tells the services which try it is.
@@ -128,6 +129,7 @@ impl Client {
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
+        E: FailedCall,
     {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let mut ctx = context::with(Clone::clone).unwrap_or_default();
@@ -141,10 +143,9 @@ impl Client {
         loop {
             let mut try_ctx: CallContext = ctx.clone();
             try_ctx.attempt = attempts.number();
-            let (result, failure) =
-                crate::retry::watch_failures(context::scope(try_ctx, request())).await;
-            match (&result, failure) {
-                (Err(_), Some(e)) if e.is_retryable() && attempts.retry(&e).await => continue,
+            let result = context::scope(try_ctx, request()).await;
+            match result.as_ref().err().and_then(FailedCall::failed_call) {
+                Some(e) if e.is_retryable() && attempts.retry(e).await => continue,
                 _ => return result,
             }
         }

@@ -242,6 +242,11 @@ pub enum ErrorKind {
 pub struct ServiceError {
     kind: ErrorKind,
     message: String,
+    /// The failed call this error came from, if any: what a retrying scope
+    /// ([`crate::client::Client::run`]) decides on. It stays in this process.
+    #[serde(skip)]
+    #[schemars(skip)]
+    call: Option<Box<CallError>>,
 }
 
 impl ServiceError {
@@ -250,6 +255,7 @@ impl ServiceError {
         ServiceError {
             kind,
             message: message.to_string(),
+            call: None,
         }
     }
 
@@ -314,7 +320,64 @@ impl From<CallError> for ServiceError {
             | CallError::ConnectionLost { .. } => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         };
-        ServiceError::new(kind, err)
+        let mut service_error = ServiceError::new(kind, &err);
+        service_error.call = Some(Box::new(err));
+        service_error
+    }
+}
+
+/// An error that may say a call failed, and how: what a retrying scope reads to decide
+/// whether to run a request again ([`crate::client::Client::run`]).
+///
+/// Colony's errors implement it. Implement it for your own error type (one that has a
+/// `From<CallError>`) by returning the [`CallError`] it was made from:
+///
+/// ```
+/// use colony::{CallError, FailedCall};
+///
+/// enum ShopError {
+///     OutOfStock,
+///     Call(CallError),
+/// }
+///
+/// impl From<CallError> for ShopError {
+///     fn from(err: CallError) -> Self {
+///         ShopError::Call(err)
+///     }
+/// }
+///
+/// impl FailedCall for ShopError {
+///     fn failed_call(&self) -> Option<&CallError> {
+///         match self {
+///             ShopError::Call(err) => Some(err),
+///             ShopError::OutOfStock => None,
+///         }
+///     }
+/// }
+/// ```
+pub trait FailedCall {
+    /// The failed call this error comes from; `None` for a service's own error.
+    fn failed_call(&self) -> Option<&CallError>;
+}
+
+impl FailedCall for CallError {
+    fn failed_call(&self) -> Option<&CallError> {
+        Some(self)
+    }
+}
+
+impl FailedCall for ServiceError {
+    fn failed_call(&self) -> Option<&CallError> {
+        self.call.as_deref()
+    }
+}
+
+impl FailedCall for Error {
+    fn failed_call(&self) -> Option<&CallError> {
+        match self {
+            Error::Call(err) => Some(err),
+            _ => None,
+        }
     }
 }
 

@@ -138,7 +138,7 @@ pub mod wire;
 pub use app::main;
 #[doc = include_str!("docs/microservice.md")]
 pub use colony_macros::microservice;
-pub use error::{CallError, Error, ErrorKind, Result, ServiceError};
+pub use error::{CallError, Error, ErrorKind, FailedCall, Result, ServiceError};
 
 /// For deployers and tools: hosting services and routing calls by hand.
 pub mod control {

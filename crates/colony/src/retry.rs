@@ -231,14 +231,6 @@ pub(crate) fn note_failure(err: &CallError) {
     });
 }
 
-/// Run `fut`, returning with its output the last call failure noted inside it.
-pub(crate) async fn watch_failures<F: Future>(fut: F) -> (F::Output, Option<CallError>) {
-    let slot = Arc::new(Mutex::new(None));
-    let out = FAILURES.scope(slot.clone(), fut).await;
-    let failure = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    (out, failure)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

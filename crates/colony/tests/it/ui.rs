@@ -1,7 +1,7 @@
 //! Compile-time behaviour of the macros: what builds, and the error each mistake gives.
 //!
 //! Regenerate the expected `.stderr` files with `TRYBUILD=overwrite cargo test -p colony
-//! --test ui`, then read every changed file: each must show the intended error at the
+//! --test it ui`, then read every changed file: each must show the intended error at the
 //! intended span.
 
 #[test]

@@ -1,0 +1,9 @@
+//! The integration tests of `colony`, one binary with a module per topic.
+//!
+//! - `layers`: the module rules of ARCHITECTURE.md hold in the code;
+//! - `security`: mutual TLS on real sockets;
+//! - `ui`: what the macros accept, and the error each mistake gives.
+
+mod layers;
+mod security;
+mod ui;
