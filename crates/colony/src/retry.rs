@@ -335,12 +335,12 @@ mod tests {
         assert_eq!(p.backoff_cap(30), Duration::from_secs(1));
     }
 
-    #[tokio::test]
-    async fn failures_are_noted_only_inside_a_watching_scope() {
-        note_failure(&lost()); // no scope: ignored
-        let ((), failure) = watch_failures(async { note_failure(&lost()) }).await;
-        assert_eq!(failure, Some(lost()));
-        let ((), failure) = watch_failures(async {}).await;
-        assert_eq!(failure, None);
+    #[test]
+    fn a_service_error_keeps_the_call_it_came_from() {
+        use crate::error::{FailedCall, ServiceError};
+        let err = ServiceError::from(lost());
+        assert_eq!(err.failed_call(), Some(&lost()));
+        assert!(err.failed_call().is_some_and(CallError::is_retryable));
+        assert_eq!(ServiceError::internal("own").failed_call(), None);
     }
 }
