@@ -1,4 +1,5 @@
-//! Run an app's services in one process, over the wire, for tests.
+//! Run an app's services for tests: in one process over the wire ([`Cluster`]), or as
+//! real processes of the app's binary ([`Processes`]).
 //!
 //! Owns: [`Cluster`], a set of instances that each host some services and talk to each
 //! other over an in-memory network (or over TCP on 127.0.0.1). Promises: calls made inside
@@ -17,9 +18,13 @@
 //! # }
 //! ```
 
+mod process;
+
 use std::sync::Arc;
 
 use tokio::sync::watch;
+
+pub use process::{Process, Processes, wait_until};
 
 use crate::call::{Peer, Router};
 use crate::host::{Host, HostConfig, serve};
