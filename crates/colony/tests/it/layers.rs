@@ -179,12 +179,16 @@ fn every_import_is_one_the_architecture_allows() {
             continue;
         };
         for used in uses.difference(allowed) {
-            broken.push(format!("`{module}` uses `{used}`, which its row does not allow"));
+            broken.push(format!(
+                "`{module}` uses `{used}`, which its row does not allow"
+            ));
         }
     }
     for module in rules.keys() {
         if !graph.contains_key(module) {
-            broken.push(format!("the table has a row for `{module}`, which is no module"));
+            broken.push(format!(
+                "the table has a row for `{module}`, which is no module"
+            ));
         }
     }
     assert!(
