@@ -246,127 +246,133 @@ pub(crate) fn resolve(
             burst: own.and_then(|o| o.burst).or(defaults.burst),
             callers: None,
         };
-        let pick_u32 = |key: &str,
-                        default: Option<u32>,
-                        file: Option<u32>|
-         -> anyhow::Result<Setting<Option<u32>>> {
-            let mut s = Setting::new(default, Source::Default);
-            if let Some(v) = attr[key].as_u64() {
-                s = Setting::new(Some(v as u32), Source::Attribute);
-            }
-            if let Some(v) = file {
-                s = Setting::new(Some(v), Source::ColonyToml);
-            }
-            let var = env_name(name, key);
-            if let Some(v) = env(&var) {
-                let v: u32 = v
-                    .trim()
-                    .parse()
-                    .with_context(|| format!("{var}={v}: {key} must be a whole number ≥ 0"))?;
-                s = Setting::new(Some(v), Source::Env);
-            }
-            Ok(s)
-        };
-        let pick_f64 =
-            |key: &str, default: f64, file: Option<f64>| -> anyhow::Result<Setting<f64>> {
-                let mut s = Setting::new(default, Source::Default);
-                if let Some(v) = attr[key].as_f64() {
-                    s = Setting::new(v, Source::Attribute);
-                }
-                if let Some(v) = file {
-                    s = Setting::new(v, Source::ColonyToml);
-                }
-                let var = env_name(name, key);
-                if let Some(v) = env(&var) {
-                    let v: f64 = v.trim().parse().with_context(|| {
-                        format!("{var}={v}: {key} must be a number between 0 and 1")
-                    })?;
-                    s = Setting::new(v, Source::Env);
-                }
-                Ok(s)
-            };
-        let unwrap_or =
-            |s: Setting<Option<u32>>, d: u32| Setting::new(s.value.unwrap_or(d), s.source);
-
-        let min_instances = unwrap_or(pick_u32("min_instances", Some(1), file.min_instances)?, 1);
-        let max_default = DEFAULT_MAX.max(min_instances.value);
-        let max_instances = unwrap_or(
-            pick_u32("max_instances", Some(max_default), file.max_instances)?,
-            max_default,
-        );
-        let high_watermark = pick_f64("high_watermark", DEFAULT_HIGH, file.high_watermark)?;
-        let low_watermark = pick_f64("low_watermark", DEFAULT_LOW, file.low_watermark)?;
-        let capacity = unwrap_or(
-            pick_u32("capacity", Some(DEFAULT_CAPACITY), file.capacity)?,
-            DEFAULT_CAPACITY,
-        );
-        let threads = pick_u32("threads", None, file.threads)?;
-        let max_per_host = pick_u32("max_per_host", None, file.max_per_host)?;
-
-        let mut cooldown_ms = Setting::new(DEFAULT_COOLDOWN_MS, Source::Default);
-        if let Some(c) = &file.cooldown {
-            cooldown_ms = Setting::new(
-                parse_ms(&format!("services.\"{name}\".cooldown"), c)?,
-                Source::ColonyToml,
-            );
-        }
-        let var = env_name(name, "cooldown");
-        if let Some(c) = env(&var) {
-            cooldown_ms = Setting::new(parse_ms(&var, &c)?, Source::Env);
-        }
-        let pick_bool = |key: &str, file: Option<bool>| -> anyhow::Result<Setting<bool>> {
-            let mut s = Setting::new(false, Source::Default);
-            if let Some(p) = file {
-                s = Setting::new(p, Source::ColonyToml);
-            }
-            let var = env_name(name, key);
-            if let Some(p) = env(&var) {
-                let p = match p.trim() {
-                    "1" | "true" | "yes" => true,
-                    "0" | "false" | "no" => false,
-                    other => bail!("{var}={other}: {key} must be true or false"),
-                };
-                s = Setting::new(p, Source::Env);
-            }
-            Ok(s)
-        };
-        let pin_cores = pick_bool("pin_cores", file.pin_cores)?;
-        let burst = pick_bool("burst", file.burst)?;
-        let mut prefer_nodes = Setting::new(Vec::new(), Source::Default);
-        if let Some(p) = &file.prefer_nodes {
-            prefer_nodes = Setting::new(p.clone(), Source::ColonyToml);
-        }
-        let var = env_name(name, "prefer_nodes");
-        if let Some(p) = env(&var) {
-            let list = p
-                .split(',')
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect();
-            prefer_nodes = Setting::new(list, Source::Env);
-        }
-        for label in &prefer_nodes.value {
-            check_node_label(name, label)?;
-        }
-
-        let settings = ServiceSettings {
-            min_instances,
-            max_instances,
-            high_watermark,
-            low_watermark,
-            cooldown_ms,
-            capacity,
-            threads,
-            pin_cores,
-            max_per_host,
-            prefer_nodes,
-            burst,
-        };
+        let settings = service_settings(name, attr, file, env)?;
         validate(name, &settings)?;
         out.insert(name.to_owned(), settings);
     }
     Ok((cluster, out))
+}
+
+/// One service's settings: Colony's default, then its attribute (`attr`, from
+/// `describe`), then `file` (its section of `colony.toml` merged over `[defaults]`), then
+/// its environment variables.
+fn service_settings(
+    name: &str,
+    attr: &serde_json::Value,
+    file: &ServiceToml,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<ServiceSettings> {
+    let var_of = |key: &str| env_name(name, key);
+    let pick_u32 = |key: &str, default: Option<u32>, file: Option<u32>| {
+        let attr = attr[key].as_u64().map(|v| Some(v as u32));
+        layered(default, attr, file.map(Some), &var_of(key), env, |v| {
+            let v: u32 = v.parse().with_context(|| {
+                format!("{}={v}: {key} must be a whole number ≥ 0", var_of(key))
+            })?;
+            Ok(Some(v))
+        })
+    };
+    let pick_f64 = |key: &str, default: f64, file: Option<f64>| {
+        layered(default, attr[key].as_f64(), file, &var_of(key), env, |v| {
+            v.parse().with_context(|| {
+                format!(
+                    "{}={v}: {key} must be a number between 0 and 1",
+                    var_of(key)
+                )
+            })
+        })
+    };
+    let unwrap_or = |s: Setting<Option<u32>>, d: u32| Setting::new(s.value.unwrap_or(d), s.source);
+
+    let min_instances = unwrap_or(pick_u32("min_instances", Some(1), file.min_instances)?, 1);
+    let max_default = DEFAULT_MAX.max(min_instances.value);
+    let max_instances = unwrap_or(
+        pick_u32("max_instances", Some(max_default), file.max_instances)?,
+        max_default,
+    );
+    let high_watermark = pick_f64("high_watermark", DEFAULT_HIGH, file.high_watermark)?;
+    let low_watermark = pick_f64("low_watermark", DEFAULT_LOW, file.low_watermark)?;
+    let capacity = unwrap_or(
+        pick_u32("capacity", Some(DEFAULT_CAPACITY), file.capacity)?,
+        DEFAULT_CAPACITY,
+    );
+    let threads = pick_u32("threads", None, file.threads)?;
+    let max_per_host = pick_u32("max_per_host", None, file.max_per_host)?;
+
+    let mut cooldown_ms = Setting::new(DEFAULT_COOLDOWN_MS, Source::Default);
+    if let Some(c) = &file.cooldown {
+        cooldown_ms = Setting::new(
+            parse_ms(&format!("services.\"{name}\".cooldown"), c)?,
+            Source::ColonyToml,
+        );
+    }
+    let var = env_name(name, "cooldown");
+    if let Some(c) = env(&var) {
+        cooldown_ms = Setting::new(parse_ms(&var, &c)?, Source::Env);
+    }
+    let pick_bool = |key: &str, file: Option<bool>| {
+        layered(false, None, file, &var_of(key), env, |v| match v {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" => Ok(false),
+            other => bail!("{}={other}: {key} must be true or false", var_of(key)),
+        })
+    };
+    let pin_cores = pick_bool("pin_cores", file.pin_cores)?;
+    let burst = pick_bool("burst", file.burst)?;
+    let mut prefer_nodes = Setting::new(Vec::new(), Source::Default);
+    if let Some(p) = &file.prefer_nodes {
+        prefer_nodes = Setting::new(p.clone(), Source::ColonyToml);
+    }
+    let var = env_name(name, "prefer_nodes");
+    if let Some(p) = env(&var) {
+        let list = p
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        prefer_nodes = Setting::new(list, Source::Env);
+    }
+    for label in &prefer_nodes.value {
+        check_node_label(name, label)?;
+    }
+
+    Ok(ServiceSettings {
+        min_instances,
+        max_instances,
+        high_watermark,
+        low_watermark,
+        cooldown_ms,
+        capacity,
+        threads,
+        pin_cores,
+        max_per_host,
+        prefer_nodes,
+        burst,
+    })
+}
+
+/// A setting's value: `default`, overridden in turn by the attribute, `colony.toml` and
+/// the environment variable `var` (trimmed, then read by `parse`), with where it came from.
+fn layered<T>(
+    default: T,
+    attr: Option<T>,
+    file: Option<T>,
+    var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    parse: impl Fn(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<Setting<T>> {
+    let mut setting = Setting::new(default, Source::Default);
+    if let Some(v) = attr {
+        setting = Setting::new(v, Source::Attribute);
+    }
+    if let Some(v) = file {
+        setting = Setting::new(v, Source::ColonyToml);
+    }
+    if let Some(v) = env(var) {
+        setting = Setting::new(parse(v.trim())?, Source::Env);
+    }
+    Ok(setting)
 }
 
 fn validate(name: &str, s: &ServiceSettings) -> anyhow::Result<()> {
