@@ -18,7 +18,7 @@ use crate::error::CallError;
 /// The static description of one `#[microservice]` function, emitted by the macro.
 ///
 /// Constructed only by generated code, through [`entry`]. Each one lives in the
-/// [`SERVICES`] table.
+/// [`SERVICES`](super::SERVICES) table.
 pub struct ServiceEntry {
     /// `module::path::function`.
     pub name: &'static str,

@@ -17,11 +17,11 @@ pub trait NamedArgs: Sized {
     fn from_named_json(names: &[&str], value: serde_json::Value) -> Result<Self, String>;
 
     /// Read the arguments straight from the bytes of a JSON object of named arguments (as
-    /// [`json_value_of_args`] reads them), without a `serde_json::Value` on the way.
-    /// `Some` only with exactly the arguments `from_named_json` gives for that value;
-    /// `None` for any error, and for the rare input it leaves to `from_named_json` to be
-    /// sure (see the `named_json` module): then call that, which decides and words the
-    /// error.
+    /// [`json_value_of_args`](super::json_value_of_args) reads them), without a
+    /// `serde_json::Value` on the way. `Some` only with exactly the arguments
+    /// `from_named_json` gives for that value; `None` for any error, and for the rare input
+    /// it leaves to `from_named_json` to be sure (see the `named_json` module): then call
+    /// that, which decides and words the error.
     fn from_named_json_bytes(names: &[&str], bytes: &[u8]) -> Option<Self>;
 }
 
