@@ -64,7 +64,7 @@ mod parse;
 /// | `low_watermark = 0.2` | Load ratio below which an instance is removed after a cool-down; below `high_watermark`. |
 /// | `threads = 4` | Tokio worker threads of an instance that hosts this service (at least 1). |
 /// | `blocking` | The body blocks its thread, so it runs on the blocking pool. |
-/// | `timeout = "5s"` | The default deadline of a call when the caller has none: a whole number of milliseconds written with `ms`, `s` or `m` (`"250ms"`, `"1.5s"`, `"1m"`). |
+/// | `timeout = "5s"` | The default deadline of a call when the caller has none: a whole number of milliseconds, written as every Colony duration is (`ms`, `s`, `m`, `h`, `d`; `"250ms"`, `"1.5s"`, `"1m30s"`, `"1h"`). |
 #[proc_macro_attribute]
 pub fn microservice(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);

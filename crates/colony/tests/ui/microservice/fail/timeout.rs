@@ -1,6 +1,6 @@
 use colony::{ServiceError, microservice};
 
-#[microservice(timeout = "5h")]
+#[microservice(timeout = "5w")]
 pub async fn quote(qty: u32) -> Result<u32, ServiceError> {
     Ok(qty)
 }

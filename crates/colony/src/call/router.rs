@@ -1,305 +1,25 @@
-//! Routing a call: run it here, or send it to an instance that hosts the service.
+//! Where this process's calls go: [`Router`], built by [`RouterBuilder`] from [`Peer`]s.
 //!
-//! Owns: [`invoke`] (what every `#[microservice]` wrapper calls) and [`Router`] (the peers
-//! this process knows, one connection per peer, and the choice between instances).
-//! Promises: a call to a service hosted in this process, or made with no router at all,
-//! runs the body directly with no serialization; a remote call carries its deadline and
-//! trace, and fails with a [`CallError`] by its deadline at the latest; dropping the
-//! caller's future cancels the remote work. Must not touch: sockets directly (through
-//! [`Dialer`] only), or how requests are served (the `host` module owns that).
+//! Owns: which services run here, the endpoints that host each of the others (a snapshot
+//! replaced whole when membership changes), the choice between them (power of two choices
+//! on calls in flight, skipping ejected endpoints), failing over to another instance when
+//! the first certainly did not run the call, and the client span of each remote call.
+//! Promises: a call reads one consistent snapshot of the instances; a membership change
+//! keeps live connections; failing over is never a retry (at most 3 endpoints, within the
+//! deadline). Must not touch: sockets directly (through [`Dialer`] only), or serving.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
+use super::endpoint::{Decrement, Endpoint};
+use super::{CallOptions, DEFAULT_TIMEOUT, Reply};
 use crate::context::{self, CallContext};
 use crate::error::CallError;
-use crate::service::{self, Service, ServiceEntry};
-use crate::transport::{Connection, ConnectionConfig, Dialer, HandshakeError, RequestError};
+use crate::service::{self, ServiceEntry};
+use crate::transport::{ConnectionConfig, Dialer, RequestError};
 use crate::wire::{self, Header, Hello, Kind, TraceContext};
-
-/// The deadline of a remote call whose caller set none and whose service has no `timeout`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Call service `S`: directly when it is hosted here or no router is set up, otherwise on
-/// an instance that hosts it.
-pub async fn invoke<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
-    let entry = S::entry();
-    let Some(router) = remote_router(entry) else {
-        return match (entry.options.timeout(), context::deadline()) {
-            // Co-located calls run under the caller's deadline, enforced where the request
-            // entered this process; only a call with no deadline at all gets the service's.
-            // It becomes the deadline of the calls the body makes, as it would remotely.
-            (Some(timeout), None) if tokio::runtime::Handle::try_current().is_ok() => {
-                let run = tokio::time::timeout(timeout, run_here::<S>(args));
-                match context::with_timeout(timeout, run).await {
-                    Ok(result) => result,
-                    Err(_) => Err(S::Err::from(CallError::DeadlineExceeded {
-                        service: entry.name.to_owned(),
-                        budget: timeout,
-                    })),
-                }
-            }
-            _ => run_here::<S>(args).await,
-        };
-    };
-    // Boxed so that the (large) remote state machine stays off the stack of co-located
-    // call chains, which recurse through `invoke` once per level.
-    Box::pin(invoke_remote::<S>(router, args)).await
-}
-
-thread_local! {
-    /// How many co-located calls are being polled, one inside the other, on this thread.
-    static NESTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// Co-located calls nested deeper than this on one thread start afresh in a task of their
-/// own, so that a long chain of calls in one process (A calls B calls A …, as `APP run`
-/// hosts every service) cannot overflow the stack.
-const MAX_NESTED: u32 = 48;
-
-/// Run the body of `S` in this process: directly, or, deep in a chain of co-located
-/// calls, in a task of its own under the same context.
-async fn run_here<S: Service>(args: S::Args) -> Result<S::Ok, S::Err> {
-    let deep = NESTED.with(std::cell::Cell::get) >= MAX_NESTED;
-    if deep && tokio::runtime::Handle::try_current().is_ok() {
-        let body = S::run(args);
-        let ctx = context::with(CallContext::clone);
-        let task = tokio::spawn(async move {
-            match ctx {
-                Some(ctx) => context::scope(ctx, body).await,
-                None => body.await,
-            }
-        });
-        // Dropping the caller drops the call, as it would inline.
-        let mut task = AbortOnDrop(task);
-        return match (&mut task.0).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(S::Err::from(CallError::Internal {
-                service: S::entry().name.to_owned(),
-                message: "the call was cancelled with its runtime".to_owned(),
-            })),
-        };
-    }
-    Nested(S::run(args)).await
-}
-
-/// A task that is aborted when its handle is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A co-located call's body, counted in [`NESTED`] while it is polled.
-struct Nested<F: ?Sized>(std::pin::Pin<Box<F>>);
-
-impl<F: Future + ?Sized> Future for Nested<F> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        struct Leave;
-        impl Drop for Leave {
-            fn drop(&mut self) {
-                NESTED.with(|n| n.set(n.get().saturating_sub(1)));
-            }
-        }
-        NESTED.with(|n| n.set(n.get() + 1));
-        let _leave = Leave;
-        self.0.as_mut().poll(cx)
-    }
-}
-
-async fn invoke_remote<S: Service>(router: Arc<Router>, args: S::Args) -> Result<S::Ok, S::Err> {
-    let entry = S::entry();
-    let payload = match wire::to_vec(&args) {
-        Ok(p) => p,
-        Err(e) => {
-            return Err(S::Err::from(CallError::BadArguments {
-                service: entry.name.to_owned(),
-                reason: format!("the arguments could not be encoded: {e}"),
-            }));
-        }
-    };
-    match router.call(entry, &payload, CallOptions::inherit()).await {
-        Ok(Reply::Ok(bytes)) => postcard::from_bytes(&bytes).map_err(|e| {
-            S::Err::from(CallError::Protocol {
-                reason: format!("the reply of `{}` does not decode: {e}", entry.name),
-            })
-        }),
-        Ok(Reply::Err(bytes)) => Err(postcard::from_bytes(&bytes).unwrap_or_else(|e| {
-            S::Err::from(CallError::Protocol {
-                reason: format!("the error of `{}` does not decode: {e}", entry.name),
-            })
-        })),
-        Err(e) => {
-            // A retrying scope around this call (`Client::run`) decides on the failure.
-            crate::retry::note_failure(&e);
-            Err(S::Err::from(e))
-        }
-    }
-}
-
-/// The router to send `entry`'s call through, or `None` to run it here.
-fn remote_router(entry: &'static ServiceEntry) -> Option<Arc<Router>> {
-    let id = entry.id() as usize;
-    let scoped = context::with(|c| c.router.clone()).flatten();
-    match scoped {
-        Some(r) => (!r.hosts(id)).then_some(r),
-        None => context::default_router().filter(|r| !r.hosts(id)).cloned(),
-    }
-}
-
-/// A reply that came back from the callee.
-#[derive(Debug)]
-pub enum Reply {
-    /// The postcard encoding of the `Ok` value.
-    Ok(Bytes),
-    /// The postcard encoding of the service's own error.
-    Err(Bytes),
-}
-
-/// Per-call settings for [`Router::call`].
-#[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
-pub struct CallOptions {
-    /// The deadline; `None` takes the context's, else the service's `timeout`, else
-    /// [`DEFAULT_TIMEOUT`].
-    pub deadline: Option<Instant>,
-    /// Retry number to report to the callee.
-    pub attempt: Option<u16>,
-}
-
-impl CallOptions {
-    /// Inherit everything from the current context.
-    pub fn inherit() -> CallOptions {
-        CallOptions::default()
-    }
-
-    /// Call with this deadline.
-    pub fn with_deadline(mut self, deadline: Instant) -> CallOptions {
-        self.deadline = Some(deadline);
-        self
-    }
-}
-
-/// One address that hosts some services, and the connection to it.
-struct Endpoint {
-    addr: String,
-    conn: Mutex<Option<Connection>>,
-    /// Serializes dials so that concurrent first calls share one connection.
-    dialing: tokio::sync::Mutex<()>,
-    /// Calls in flight through this endpoint, for power-of-two-choices.
-    in_flight: AtomicU64,
-    /// Connection-level failures in a row; reset by any reply.
-    failures: AtomicU64,
-    /// Until when the balancer skips this endpoint after failures.
-    ejected_until: Mutex<Option<Instant>>,
-}
-
-/// The first ejection lasts this long; each further failure in a row doubles it.
-const EJECT_BASE: Duration = Duration::from_millis(250);
-/// The longest ejection.
-const EJECT_MAX: Duration = Duration::from_secs(10);
-
-impl Endpoint {
-    fn new(addr: &str) -> Arc<Endpoint> {
-        Arc::new(Endpoint {
-            addr: addr.to_owned(),
-            conn: Mutex::new(None),
-            dialing: tokio::sync::Mutex::new(()),
-            in_flight: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            ejected_until: Mutex::new(None),
-        })
-    }
-
-    /// The instance could not be reached or its connection died: skip it for a while,
-    /// longer each time in a row.
-    fn record_failure(&self) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed).min(16) as u32;
-        let backoff = EJECT_BASE.saturating_mul(1 << n).min(EJECT_MAX);
-        *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Instant::now() + backoff);
-        tracing::debug!(addr = %self.addr, ?backoff, "ejected instance after a failure");
-    }
-
-    fn record_success(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-            *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-    }
-
-    fn is_ejected(&self, now: Instant) -> bool {
-        self.ejected_until
-            .lock()
-            .map(|u| u.is_some_and(|u| u > now))
-            .unwrap_or(false)
-    }
-
-    /// The load the balancer compares: calls in flight, with dead connections counted busy.
-    fn load(&self) -> u64 {
-        let dead = self
-            .conn
-            .lock()
-            .is_ok_and(|c| c.as_ref().is_some_and(|c| !c.is_usable()));
-        self.in_flight.load(Ordering::Relaxed) + if dead { 1 << 20 } else { 0 }
-    }
-
-    fn current(&self) -> Option<Connection> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.as_ref().filter(|c| c.is_usable()).cloned()
-    }
-
-    async fn connect(&self, router: &Router, service: &str) -> Result<Connection, CallError> {
-        if let Some(c) = self.current() {
-            return Ok(c);
-        }
-        let _dialing = self.dialing.lock().await;
-        if let Some(c) = self.current() {
-            return Ok(c);
-        }
-        let unreachable = |reason: String| CallError::Unreachable {
-            service: service.to_owned(),
-            addr: self.addr.clone(),
-            reason,
-        };
-        let dial = router.dialer.dial(&self.addr, &[service]);
-        let stream = tokio::time::timeout(router.connect_timeout, dial)
-            .await
-            .map_err(|_| unreachable(format!("no answer within {:?}", router.connect_timeout)))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let conn = Connection::establish(
-            stream,
-            self.addr.clone(),
-            true,
-            &router.hello,
-            router.connection,
-            None,
-        )
-        .await
-        .map_err(|e| match e {
-            HandshakeError::Fingerprint { ours, theirs } => CallError::VersionMismatch {
-                peer: self.addr.clone(),
-                ours,
-                theirs,
-            },
-            other => unreachable(other.to_string()),
-        })?;
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-        Ok(conn)
-    }
-}
 
 /// Where this process's calls go: which services run here, and the peers for the rest.
 pub struct Router {
@@ -310,10 +30,10 @@ pub struct Router {
     routes: std::sync::RwLock<Arc<Vec<Vec<Arc<Endpoint>>>>>,
     /// Every endpoint by address, so that a membership change keeps live connections.
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
-    dialer: Arc<dyn Dialer>,
-    hello: Hello,
-    connection: ConnectionConfig,
-    connect_timeout: Duration,
+    pub(super) dialer: Arc<dyn Dialer>,
+    pub(super) hello: Hello,
+    pub(super) connection: ConnectionConfig,
+    pub(super) connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for Router {
@@ -657,14 +377,6 @@ impl Router {
             .get(entry.id() as usize)
             .map(|eps| eps.iter().map(|e| e.addr.clone()).collect())
             .unwrap_or_default()
-    }
-}
-
-struct Decrement<'a>(&'a AtomicU64);
-
-impl Drop for Decrement<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
