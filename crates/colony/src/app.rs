@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::call::{CallOptions, Peer, Reply, Router};
 use crate::error::{Error, Result};
 use crate::host::{Host, HostConfig, serve};
-use crate::service::{self, Outcome};
+use crate::service::{self};
 use crate::transport::ConnectionConfig;
 
 #[derive(Parser, Debug)]
@@ -363,7 +363,7 @@ async fn host_role(
         .connection(connection)
         .build()
         .map_err(Error::Usage)?;
-    crate::context::set_default_router(router.clone());
+    crate::call::set_default_router(router.clone());
     kubernetes_discovery(&router, &peers)?;
     let config = HostConfig {
         max_in_flight,
@@ -427,7 +427,7 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
         .connection(connection)
         .build()
         .map_err(Error::Usage)?;
-    crate::context::set_default_router(router.clone());
+    crate::call::set_default_router(router.clone());
     kubernetes_discovery(&router, &peers)?;
     let config = args.http.config()?;
     let (listener, gateway) = crate::gateway::bind(router.clone(), &args.http.http, config).await?;
@@ -553,53 +553,40 @@ async fn call_role(args: CallArgs) -> Result<()> {
         })
     })?;
     let peers = parse_peers(&args.common)?;
+    // A service a peer hosts is called there, as a client; any other runs in this process,
+    // which then hosts every service no peer hosts (for the calls it makes in turn).
     let remote = peers.iter().any(|p| p.matches(entry.name));
-    let (ok, bytes) = if remote {
-        let transport =
-            crate::security::Transport::for_caller(&[], !peers.is_empty(), &is_service)?;
-        let router = Router::builder(transport.dialer())
-            .peers(peers)
-            .build()
-            .map_err(Error::Usage)?;
-        crate::context::set_default_router(router.clone());
-        let mut options = CallOptions::inherit();
-        if let Some(t) = args.timeout {
-            options = options.with_deadline(Instant::now() + t);
-        }
-        match router.call(entry, &payload, options).await? {
-            Reply::Ok(b) => (true, b.to_vec()),
-            Reply::Err(b) => (false, b.to_vec()),
-        }
+    let hosted: Vec<&str> = if remote {
+        Vec::new()
     } else {
-        // No peer hosts it: run it here, with the other peers for its own calls.
-        let hosted: Vec<&str> = service::registry()
+        service::registry()
             .iter()
             .filter(|e| !peers.iter().any(|p| p.matches(e.name)))
             .map(|e| e.name)
-            .collect();
-        let transport =
-            crate::security::Transport::for_caller(&hosted, !peers.is_empty(), &is_service)?;
-        let router = Router::builder(transport.dialer())
-            .hosted(hosted)
-            .peers(peers)
-            .build()
-            .map_err(Error::Usage)?;
-        crate::context::set_default_router(router);
-        let run = (entry.handle)(payload.into());
-        let outcome = match args.timeout {
-            Some(t) => tokio::time::timeout(t, run).await.unwrap_or_else(|_| {
-                Outcome::Fault(crate::CallError::DeadlineExceeded {
-                    service: entry.name.to_owned(),
-                    budget: t,
-                })
-            }),
-            None => run.await,
-        };
-        match outcome {
-            Outcome::Ok(b) => (true, b),
-            Outcome::Err(b) => (false, b),
-            Outcome::Fault(e) => return Err(e.into()),
-        }
+            .collect()
+    };
+    let transport =
+        crate::security::Transport::for_caller(&hosted, !peers.is_empty(), &is_service)?;
+    let router = Router::builder(transport.dialer())
+        .hosted(hosted.iter().copied())
+        .peers(peers)
+        .build()
+        .map_err(Error::Usage)?;
+    crate::call::set_default_router(router.clone());
+    let _host = Host::new(&hosted, router.clone(), HostConfig::default()).map_err(Error::Usage)?;
+    if !remote {
+        tracing::debug!(
+            service = entry.name,
+            "no --peer hosts it: the call runs in this process"
+        );
+    }
+    let mut options = CallOptions::inherit();
+    if let Some(t) = args.timeout {
+        options = options.with_deadline(Instant::now() + t);
+    }
+    let (ok, bytes) = match router.dispatch(entry, &payload, options).await? {
+        Reply::Ok(b) => (true, b.to_vec()),
+        Reply::Err(b) => (false, b.to_vec()),
     };
     let value = (entry.result_to_json)(&bytes, ok)
         .map_err(|reason| Error::Call(crate::CallError::Protocol { reason }))?;

@@ -133,7 +133,7 @@ impl Client {
     {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let mut ctx = context::with(Clone::clone).unwrap_or_default();
-        ctx.router = Some(self.router.clone());
+        ctx.router = Some(context::Routing::new(self.router.clone()));
         ctx.request_id
             .get_or_insert_with(|| Arc::from(new_request_id()));
         if let Some(d) = deadline {

@@ -1,14 +1,32 @@
 //! The context a call runs in: its deadline, trace, attempt, and the router its own calls use.
 //!
-//! Owns: the task-local `CallContext` and the process-wide default router. Promises: a
-//! handler sees the caller's remaining time through [`deadline`] and [`remaining`]; calls it
-//! makes inherit that deadline and trace. Must not touch: sockets or the registry.
+//! Owns: the task-local `CallContext`. Promises: a handler sees the caller's remaining time
+//! through [`deadline`] and [`remaining`]; calls it makes inherit that deadline and trace.
+//! Must not touch: sockets, the registry, or what a router is: it carries the router of
+//! its calls as a [`Routing`], which `call` fills and reads, so that this module sits below
+//! `call` (and `telemetry`, which reads the context) instead of in a loop with it.
 
-use std::sync::{Arc, OnceLock};
+use std::any::Any;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::call::Router;
 use crate::wire::TraceContext;
+
+/// The router that the calls made in a context go through, held without naming its type.
+#[derive(Clone)]
+pub(crate) struct Routing(Arc<dyn Any + Send + Sync>);
+
+impl Routing {
+    /// Carry `router`.
+    pub(crate) fn new<R: Any + Send + Sync>(router: Arc<R>) -> Routing {
+        Routing(router)
+    }
+
+    /// The router, if it is an `R`.
+    pub(crate) fn get<R: Any + Send + Sync>(&self) -> Option<Arc<R>> {
+        self.0.clone().downcast::<R>().ok()
+    }
+}
 
 /// What travels with a call, and what a handler can read about the call it serves.
 #[derive(Clone, Default)]
@@ -24,18 +42,11 @@ pub(crate) struct CallContext {
     /// The service whose handler runs in this context, for the log lines it writes.
     pub(crate) service: Option<&'static str>,
     /// Where calls made in this context go; `None` means the process default.
-    pub(crate) router: Option<Arc<Router>>,
+    pub(crate) router: Option<Routing>,
 }
 
 tokio::task_local! {
     static CONTEXT: CallContext;
-}
-
-static DEFAULT_ROUTER: OnceLock<Arc<Router>> = OnceLock::new();
-
-/// Install the router that calls outside any handler use. Only the first install counts.
-pub(crate) fn set_default_router(router: Arc<Router>) -> bool {
-    DEFAULT_ROUTER.set(router).is_ok()
 }
 
 /// Run `fut` with `ctx` as its context.
@@ -46,11 +57,6 @@ pub(crate) async fn scope<F: Future>(ctx: CallContext, fut: F) -> F::Output {
 /// Run `f` on the current context, if the current task runs inside one.
 pub(crate) fn with<R>(f: impl FnOnce(&CallContext) -> R) -> Option<R> {
     CONTEXT.try_with(f).ok()
-}
-
-/// The process default router, if one is installed.
-pub(crate) fn default_router() -> Option<&'static Arc<Router>> {
-    DEFAULT_ROUTER.get()
 }
 
 /// The deadline of the call being served, if it has one.

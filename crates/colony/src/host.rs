@@ -163,6 +163,8 @@ impl Host {
             idle: Notify::new(),
             connections: Mutex::new(Vec::new()),
         });
+        let runner: Arc<dyn crate::call::LocalRunner> = host.clone();
+        host.router.run_hosted_with(Arc::downgrade(&runner));
         let source: Arc<dyn crate::telemetry::metrics::LoadSource> = host.clone();
         crate::telemetry::metrics::watch_load(Arc::downgrade(&source));
         Ok(host)
@@ -318,7 +320,7 @@ impl Host {
             attempt: header.attempt,
             request_id: (!request_id.is_empty()).then(|| Arc::from(request_id)),
             service: None,
-            router: Some(self.router.clone()),
+            router: Some(crate::context::Routing::new(self.router.clone())),
         };
         let host = self.clone();
         let replies = tasks.clone();
@@ -434,18 +436,21 @@ impl Drop for InFlight {
     }
 }
 
-/// Run one request's body in its context, under its deadline, catching panics, as a
-/// server span (a child of the caller's span in `ctx`).
-#[cfg(feature = "gateway")]
-pub(crate) async fn run_body(
-    entry: &'static ServiceEntry,
-    args: bytes::Bytes,
-    ctx: CallContext,
-) -> Outcome {
-    serve_body(entry, args, ctx, None, false).await.0
+/// Runs a hosted request's body in its context, under its deadline, catching panics, as a
+/// server span (a child of the caller's span in `ctx`): what the router's `dispatch` does
+/// for the services this process hosts (the gateway's calls in `APP run`).
+impl crate::call::LocalRunner for Host {
+    fn run(
+        &self,
+        entry: &'static ServiceEntry,
+        args: bytes::Bytes,
+        ctx: CallContext,
+    ) -> futures_util::future::BoxFuture<'static, Outcome> {
+        Box::pin(async move { serve_body(entry, args, ctx, None, false).await.0 })
+    }
 }
 
-/// [`run_body`] for a request that `arrived` at a connection. A body polled `inline`, as
+/// Run one request's body (see [`crate::call::LocalRunner`]) for a request that `arrived` at a connection. A body polled `inline`, as
 /// the request is read, starts at its arrival; any other waited in a queue until now.
 /// Returns the outcome and when it came.
 async fn serve_body(
@@ -595,6 +600,7 @@ pub async fn serve(
                 peer.clone(),
                 false,
                 &host.hello,
+                crate::call::local_ids(),
                 host.config.connection,
                 Some(handler as Arc<dyn Handler>),
             )

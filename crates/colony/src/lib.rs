@@ -163,7 +163,7 @@ pub mod control {
         fut: F,
     ) -> F::Output {
         let ctx = crate::context::CallContext {
-            router: Some(router),
+            router: Some(crate::context::Routing::new(router)),
             ..Default::default()
         };
         crate::context::scope(ctx, fut).await
@@ -171,7 +171,7 @@ pub mod control {
 
     /// Make `router` the one that calls outside any handler use. Only the first call counts.
     pub fn install_router(router: std::sync::Arc<crate::call::Router>) -> bool {
-        crate::context::set_default_router(router)
+        crate::call::set_default_router(router)
     }
 }
 

@@ -112,6 +112,7 @@ impl Endpoint {
             self.addr.clone(),
             true,
             &router.hello,
+            crate::call::local_ids(),
             router.connection,
             None,
         )

@@ -144,9 +144,9 @@ async fn invoke_remote<S: Service>(router: Arc<Router>, args: S::Args) -> Result
 /// The router to send `entry`'s call through, or `None` to run it here.
 fn remote_router(entry: &'static ServiceEntry) -> Option<Arc<Router>> {
     let id = entry.id() as usize;
-    let scoped = context::with(|c| c.router.clone()).flatten();
+    let scoped = context::with(|c| c.router.as_ref().and_then(|r| r.get::<Router>())).flatten();
     match scoped {
         Some(r) => (!r.hosts(id)).then_some(r),
-        None => context::default_router().filter(|r| !r.hosts(id)).cloned(),
+        None => super::default_router().filter(|r| !r.hosts(id)).cloned(),
     }
 }

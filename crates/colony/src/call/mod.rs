@@ -21,6 +21,7 @@ mod invoke;
 mod router;
 
 pub use invoke::invoke;
+pub(crate) use router::LocalRunner;
 pub use router::{Peer, Router, RouterBuilder};
 
 /// The deadline of a remote call whose caller set none and whose service has no `timeout`.
@@ -57,4 +58,25 @@ impl CallOptions {
         self.deadline = Some(deadline);
         self
     }
+}
+
+/// How this build numbers its services, for a connection's handshake (the transport does
+/// not read the service table itself).
+pub(crate) fn local_ids() -> crate::transport::LocalIds {
+    crate::transport::LocalIds {
+        count: crate::service::registry().len(),
+        id_of: |name| crate::service::find(name).map(crate::service::ServiceEntry::id),
+    }
+}
+
+static DEFAULT_ROUTER: std::sync::OnceLock<std::sync::Arc<Router>> = std::sync::OnceLock::new();
+
+/// Install the router that calls outside any handler use. Only the first install counts.
+pub(crate) fn set_default_router(router: std::sync::Arc<Router>) -> bool {
+    DEFAULT_ROUTER.set(router).is_ok()
+}
+
+/// The process default router, if one is installed.
+pub(crate) fn default_router() -> Option<&'static std::sync::Arc<Router>> {
+    DEFAULT_ROUTER.get()
 }

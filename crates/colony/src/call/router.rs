@@ -34,6 +34,23 @@ pub struct Router {
     pub(super) hello: Hello,
     pub(super) connection: ConnectionConfig,
     pub(super) connect_timeout: Duration,
+    /// What runs the bodies of the hosted services from their encoded arguments (the
+    /// process's `Host`, which hands itself in); weak, as the host holds this router.
+    local: std::sync::OnceLock<std::sync::Weak<dyn LocalRunner>>,
+}
+
+/// Runs the body of a service this process hosts, from its encoded arguments, as a served
+/// request (its span, deadline and panic guard). A `Host` is one, and hands itself to its
+/// router, so that [`Router::dispatch`] can run hosted services without `call` knowing
+/// what a host is.
+pub(crate) trait LocalRunner: Send + Sync {
+    /// Run `entry`'s body on `args` in `ctx`.
+    fn run(
+        &self,
+        entry: &'static ServiceEntry,
+        args: bytes::Bytes,
+        ctx: CallContext,
+    ) -> futures_util::future::BoxFuture<'static, service::Outcome>;
 }
 
 impl std::fmt::Debug for Router {
@@ -133,6 +150,52 @@ impl Router {
         self.hosted.get(id).copied().unwrap_or(false)
     }
 
+    /// Run the hosted services' bodies through `runner` (this process's host). Only the
+    /// first runner counts.
+    pub(crate) fn run_hosted_with(&self, runner: std::sync::Weak<dyn LocalRunner>) {
+        let _ = self.local.set(runner);
+    }
+
+    /// Call `entry` with an encoded argument tuple wherever it runs: in this process if it
+    /// hosts the service (the same decision a generated wrapper makes, [`Router::hosts`]),
+    /// else on one of its instances ([`Router::call`]). What the gateway and `APP call`
+    /// send through.
+    pub(crate) async fn dispatch(
+        self: &Arc<Self>,
+        entry: &'static ServiceEntry,
+        payload: &[u8],
+        options: CallOptions,
+    ) -> Result<Reply, CallError> {
+        let runner = self
+            .hosts(entry.id() as usize)
+            .then(|| self.local.get().and_then(std::sync::Weak::upgrade))
+            .flatten();
+        let Some(runner) = runner else {
+            return self.call(entry, payload, options).await;
+        };
+        let outer = context::with(Clone::clone).unwrap_or_default();
+        let deadline = options
+            .deadline
+            .or(outer.deadline)
+            .unwrap_or_else(|| Instant::now() + entry.options.timeout().unwrap_or(DEFAULT_TIMEOUT));
+        let ctx = CallContext {
+            deadline: Some(deadline),
+            attempt: options.attempt.unwrap_or(outer.attempt),
+            trace: outer.trace,
+            request_id: outer.request_id,
+            router: Some(context::Routing::new(self.clone())),
+            ..CallContext::default()
+        };
+        match runner
+            .run(entry, bytes::Bytes::copy_from_slice(payload), ctx)
+            .await
+        {
+            service::Outcome::Ok(b) => Ok(Reply::Ok(bytes::Bytes::from(b))),
+            service::Outcome::Err(b) => Ok(Reply::Err(bytes::Bytes::from(b))),
+            service::Outcome::Fault(e) => Err(e),
+        }
+    }
+
     /// Call `entry` with an encoded argument tuple, on one of its instances.
     ///
     /// The call is a client span: a child of the current context's span, counted in the
@@ -160,7 +223,10 @@ impl Router {
                 &mut span,
             )
             .await;
-        span.reply(&result);
+        span.ended_with(match &result {
+            Ok(reply) => Ok(matches!(reply, Reply::Ok(_))),
+            Err(e) => Err(e),
+        });
         result
     }
 
@@ -456,6 +522,7 @@ impl RouterBuilder {
             hello,
             connection: self.connection,
             connect_timeout: self.connect_timeout,
+            local: std::sync::OnceLock::new(),
         }))
     }
 }

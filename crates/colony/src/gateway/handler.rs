@@ -16,10 +16,9 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::call::{CallOptions, DEFAULT_TIMEOUT, Reply, Router};
-use crate::context::CallContext;
 use crate::error::CallError;
 use crate::retry::Retrier;
-use crate::service::{Outcome, ServiceEntry};
+use crate::service::ServiceEntry;
 
 use super::openapi;
 use super::problem::{self, Problem};
@@ -397,26 +396,9 @@ impl Gateway {
         deadline: Instant,
         attempt: u16,
     ) -> Result<Reply, CallError> {
-        let router = &self.inner.router;
-        if router.hosts(entry.id() as usize) {
-            let ctx = CallContext {
-                deadline: Some(deadline),
-                attempt,
-                trace: crate::context::with(|c| c.trace).unwrap_or_default(),
-                request_id: crate::context::with(|c| c.request_id.clone()).flatten(),
-                router: Some(router.clone()),
-                ..CallContext::default()
-            };
-            let outcome = crate::host::run_body(entry, Bytes::copy_from_slice(payload), ctx).await;
-            return match outcome {
-                Outcome::Ok(b) => Ok(Reply::Ok(Bytes::from(b))),
-                Outcome::Err(b) => Ok(Reply::Err(Bytes::from(b))),
-                Outcome::Fault(e) => Err(e),
-            };
-        }
         let mut options = CallOptions::inherit().with_deadline(deadline);
         options.attempt = Some(attempt);
-        router.call(entry, payload, options).await
+        self.inner.router.dispatch(entry, payload, options).await
     }
 }
 

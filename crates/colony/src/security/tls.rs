@@ -26,8 +26,8 @@ use super::ca::{Ca, read};
 use super::names::{CallerPolicy, names_in_certificate};
 use super::rotation::{CertLifetime, CertStore, LeafFiles, LeafSource, renew};
 use super::verify::{ClientVerifier, Refusal, ServerVerifier, classify};
-use crate::service::BoxFuture;
 use crate::transport::{AcceptFuture, Authenticated, BoxStream, Dialer, Listener, PeerIdentity};
+use futures_util::future::BoxFuture;
 
 /// How long a peer has to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -333,7 +333,7 @@ impl std::fmt::Debug for TlsDialer {
 }
 
 impl Dialer for TlsDialer {
-    fn dial(&self, addr: &str, expected: &[&str]) -> BoxFuture<io::Result<BoxStream>> {
+    fn dial(&self, addr: &str, expected: &[&str]) -> BoxFuture<'static, io::Result<BoxStream>> {
         let addr = addr.to_owned();
         let expected: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
         let connector = self.connector.clone();

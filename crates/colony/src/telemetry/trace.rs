@@ -475,11 +475,12 @@ impl CallSpan {
         }
     }
 
-    /// How a client call ended.
-    pub(crate) fn reply(&mut self, result: &Result<crate::call::Reply, CallError>) {
-        self.outcome = match result {
-            Ok(crate::call::Reply::Ok(_)) => Outcome::Ok,
-            Ok(crate::call::Reply::Err(_)) => Outcome::Error,
+    /// How a client call ended: the service answered (`Ok(true)` with its value,
+    /// `Ok(false)` with its own error), or the call failed.
+    pub(crate) fn ended_with(&mut self, answer: Result<bool, &CallError>) {
+        self.outcome = match answer {
+            Ok(true) => Outcome::Ok,
+            Ok(false) => Outcome::Error,
             Err(e) => Outcome::of(e),
         };
     }

@@ -143,7 +143,7 @@ impl Cluster {
     /// The returned future does not borrow the cluster, so it can be spawned.
     pub fn run<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> + use<F> {
         let ctx = crate::context::CallContext {
-            router: Some(self.client.clone()),
+            router: Some(crate::context::Routing::new(self.client.clone())),
             ..Default::default()
         };
         crate::context::scope(ctx, fut)

@@ -13,7 +13,8 @@
 //! use std::time::Duration;
 //! use colony::testing::Processes;
 //!
-//! let app = Processes::new(env!("CARGO_BIN_EXE_colony")).expect("a CA for the run");
+//! // In an app's test: `Processes::new(env!("CARGO_BIN_EXE_hello"))`.
+//! let app = Processes::new("target/debug/hello").expect("a CA for the run");
 //! let pong = app.serve(&["hello::pong"], &[]).expect("starts");
 //! let ping = app.serve(&["hello::ping"], &[("hello::pong", pong.addr())]).expect("starts");
 //! let out = app.call("hello::ping", r#"{"n": 3}"#, &[("hello::ping", ping.addr())], &[]);

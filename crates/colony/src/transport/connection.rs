@@ -33,6 +33,16 @@ pub struct ConnectionConfig {
     pub handshake_timeout: Duration,
 }
 
+/// How this build numbers its services, which the handshake maps to the peer's numbers.
+/// The caller knows the service table; the transport does not.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalIds {
+    /// How many services this build has (ids are `0..count`).
+    pub(crate) count: usize,
+    /// The id of the service `name`, if this build has it.
+    pub(crate) id_of: fn(&str) -> Option<u32>,
+}
+
 impl Default for ConnectionConfig {
     fn default() -> Self {
         ConnectionConfig {
@@ -101,6 +111,8 @@ pub(super) struct Shared {
     /// The peer's id for each service, by this build's service id (the peer runs the same
     /// build, but it may host, or be believed to host, only some services).
     remote_ids_by_local: Vec<Option<u32>>,
+    /// This build's id of a service, by name.
+    id_of: fn(&str) -> Option<u32>,
     /// Frames waiting for the writer task; appended by anyone, drained in one write.
     out: Mutex<BytesMut>,
     /// Wakes the writer when `out` gains frames.
@@ -145,6 +157,7 @@ impl Connection {
         peer: String,
         dialer: bool,
         local: &Hello,
+        ids: LocalIds,
         config: ConnectionConfig,
         handler: Option<Arc<dyn Handler>>,
     ) -> Result<Connection, HandshakeError> {
@@ -198,10 +211,12 @@ impl Connection {
             remote.services = proven;
         }
 
-        let mut remote_ids_by_local = vec![None; crate::service::registry().len()];
+        let mut remote_ids_by_local = vec![None; ids.count];
         for (name, id) in &remote.services {
-            if let Some(entry) = crate::service::find(name) {
-                remote_ids_by_local[entry.id() as usize] = Some(*id);
+            if let Some(slot) =
+                (ids.id_of)(name).and_then(|local| remote_ids_by_local.get_mut(local as usize))
+            {
+                *slot = Some(*id);
             }
         }
         let shared = Arc::new(Shared {
@@ -209,6 +224,7 @@ impl Connection {
             remote,
             identity,
             remote_ids_by_local,
+            id_of: ids.id_of,
             out: Mutex::new(BytesMut::with_capacity(16 * 1024)),
             out_ready: Notify::new(),
             pending: Mutex::new(Pending::default()),
@@ -246,7 +262,7 @@ impl Connection {
     /// The peer's id for service `name`, if it hosts it.
     pub fn remote_service_id(&self, name: &str) -> Option<u32> {
         // The peer runs this build (the handshake checked), so it names services alike.
-        crate::service::find(name).and_then(|entry| self.remote_id_of(entry.id()))
+        (self.shared.id_of)(name).and_then(|local| self.remote_id_of(local))
     }
 
     /// The peer's id for the service whose id in this build is `local`, if it hosts it.

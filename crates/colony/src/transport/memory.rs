@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::{AcceptFuture, BoxStream, Dialer, Listener, lock};
-use crate::service::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// An in-memory network: listeners bound by name, dialed without sockets. For tests.
 #[derive(Clone, Default)]
@@ -51,7 +51,7 @@ impl MemoryNetwork {
 }
 
 impl Dialer for MemoryNetwork {
-    fn dial(&self, addr: &str, _expected: &[&str]) -> BoxFuture<io::Result<BoxStream>> {
+    fn dial(&self, addr: &str, _expected: &[&str]) -> BoxFuture<'static, io::Result<BoxStream>> {
         let target = lock(&self.listeners).get(addr).cloned();
         Box::pin(async move {
             let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "no listener");

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::service::BoxFuture;
+use futures_util::future::BoxFuture;
 
 mod connection;
 mod in_flight;
@@ -35,7 +35,7 @@ mod tcp;
 mod tests;
 
 pub use connection::{Connection, ConnectionConfig, HandshakeError};
-pub(crate) use connection::{Handler, RequestError};
+pub(crate) use connection::{Handler, LocalIds, RequestError};
 pub use memory::{MemoryListener, MemoryNetwork};
 pub use tcp::{TcpDialer, TcpListener};
 
@@ -54,7 +54,7 @@ pub trait Dialer: Send + Sync + 'static {
     ///
     /// A dialer that authenticates its peers (TLS) refuses a peer that does not prove it
     /// hosts every service in `expected`; others ignore it.
-    fn dial(&self, addr: &str, expected: &[&str]) -> BoxFuture<io::Result<BoxStream>>;
+    fn dial(&self, addr: &str, expected: &[&str]) -> BoxFuture<'static, io::Result<BoxStream>>;
 }
 
 /// Who the peer of a connection proved to be, as its transport authenticated it.

@@ -8,14 +8,14 @@
 use std::io;
 
 use super::{AcceptFuture, BoxStream, Dialer, Listener};
-use crate::service::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// Dials over TCP with `TCP_NODELAY`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpDialer;
 
 impl Dialer for TcpDialer {
-    fn dial(&self, addr: &str, _expected: &[&str]) -> BoxFuture<io::Result<BoxStream>> {
+    fn dial(&self, addr: &str, _expected: &[&str]) -> BoxFuture<'static, io::Result<BoxStream>> {
         let addr = addr.to_owned();
         Box::pin(async move {
             let stream = tokio::net::TcpStream::connect(&addr).await?;

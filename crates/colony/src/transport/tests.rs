@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::connection::{Connection, ConnectionConfig, Handler, RequestError};
+use super::connection::{Connection, ConnectionConfig, Handler, LocalIds, RequestError};
 use super::in_flight::{Pending, SlotState};
 use super::{Dialer, Listener, MemoryNetwork, lock};
 use crate::wire::{self, Frame, Header, Hello, Kind};
@@ -25,6 +25,13 @@ impl Handler for Silent {
     fn on_close(&self, _conn: &Connection) {}
 }
 
+fn ids() -> LocalIds {
+    LocalIds {
+        count: 0,
+        id_of: |_| None,
+    }
+}
+
 fn hello(instance: &str) -> Hello {
     Hello {
         protocol: wire::PROTOCOL_VERSION,
@@ -42,7 +49,7 @@ async fn pair() -> (Connection, Arc<Silent>) {
     tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.expect("a dialer");
         let config = ConnectionConfig::default();
-        let conn = Connection::establish(stream, peer, false, &hello("b"), config, {
+        let conn = Connection::establish(stream, peer, false, &hello("b"), ids(), config, {
             Some(handler as Arc<dyn Handler>)
         })
         .await
@@ -57,6 +64,7 @@ async fn pair() -> (Connection, Arc<Silent>) {
         "silent".to_owned(),
         true,
         &hello("a"),
+        ids(),
         ConnectionConfig::default(),
         None,
     )
