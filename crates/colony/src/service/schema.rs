@@ -12,6 +12,12 @@ use schemars::{Schema, SchemaGenerator};
 /// `(&SchemaProbe::<T>::new()).colony_schema(gen)`.
 pub struct SchemaProbe<T: ?Sized>(std::marker::PhantomData<T>);
 
+impl<T: ?Sized> std::fmt::Debug for SchemaProbe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SchemaProbe")
+    }
+}
+
 impl<T: ?Sized> SchemaProbe<T> {
     /// A probe for `T`.
     pub const fn new() -> Self {

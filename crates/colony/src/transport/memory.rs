@@ -64,6 +64,7 @@ impl Dialer for MemoryNetwork {
 }
 
 /// The listening end of a [`MemoryNetwork`] name.
+#[derive(Debug)]
 pub struct MemoryListener {
     name: String,
     incoming: mpsc::Receiver<tokio::io::DuplexStream>,

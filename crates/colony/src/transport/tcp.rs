@@ -26,6 +26,7 @@ impl Dialer for TcpDialer {
 }
 
 /// Accepts TCP connections, setting `TCP_NODELAY` on each.
+#[derive(Debug)]
 pub struct TcpListener {
     inner: tokio::net::TcpListener,
     addr: String,
