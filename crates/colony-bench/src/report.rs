@@ -118,6 +118,7 @@ impl Report {
         serde_json::to_string_pretty(&self.rows).unwrap_or_else(|e| format!("\"{e}\""))
     }
 
+    // Why this is long: the report is printed in the order it is read, section by section.
     /// The human-readable output: header, Markdown table, co-located detail, targets.
     pub(crate) fn text(&self) -> String {
         let mut out = String::new();

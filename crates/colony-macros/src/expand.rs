@@ -14,6 +14,8 @@ use syn::{FnArg, Pat};
 
 use crate::parse::{Options, Service};
 
+// Why this is long: it is one `quote!` template of the generated code, which reads best
+// whole, next to the code it produces.
 /// The code that replaces a `#[microservice]` function.
 pub(crate) fn service(service: &Service) -> TokenStream {
     let Service {

@@ -252,6 +252,9 @@ impl Host {
         conn.send(&h, &wire::encode_fault(&err));
     }
 
+    // Why this is long: it is the hot path of every request (refusals, context, the inline
+    // first poll, the hand-off to a task), kept in one piece so those steps share locals
+    // and clock reads; `BENCHMARKS.md` shows what each split cost.
     fn start(self: &Arc<Self>, tasks: &Arc<ConnectionTasks>, frame: Frame) {
         let header = frame.header;
         let conn = &tasks.conn;

@@ -59,6 +59,7 @@ pub(crate) struct Options {
 struct Seen(Vec<String>);
 
 impl Options {
+    // Why this is long: one `match` arm per option, each with its own rule and message.
     /// Read the attribute's arguments `attr` for function `func` with arguments `args`.
     pub(super) fn parse(
         attr: TokenStream,

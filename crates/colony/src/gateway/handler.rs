@@ -268,6 +268,8 @@ impl Gateway {
         }
     }
 
+    // Why this is long: it is one request in order (deadline header, arguments, tries,
+    // answer), each step returning its own problem+json; it reads best top to bottom.
     /// Read the request's arguments, call the service (retrying), and answer.
     ///
     /// Runs inside the request's context, which carries its id to the calls it makes.

@@ -35,6 +35,8 @@ pub async fn serve(
     .await;
 }
 
+// Why this is long: the accept loop, the per-connection task and the drain share the
+// connection bookkeeping; split, each part would need it passed around.
 /// Like [`serve`], with each accepted connection first passed through `handshake` (a TLS
 /// acceptor, say), in the connection's own task and within the header-read timeout.
 pub async fn serve_with<H, Fut, S>(

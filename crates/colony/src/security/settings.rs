@@ -67,6 +67,8 @@ impl Settings {
         Settings::read(crate::config::env(), crate::identity::app_name(), known)
     }
 
+    // Why this is long: one setting after another (mode, lifetimes, allow-lists, leaf),
+    // each with its own message naming where the wrong value came from.
     /// Read the settings from `env` and the `colony.toml` it points to.
     pub(crate) fn read(
         env: &Env,

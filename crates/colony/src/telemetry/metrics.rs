@@ -359,6 +359,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+// Why this is long: one metric family after another, in the order of `docs/metrics.md`.
 /// Every metric of this process in the Prometheus text format (version 0.0.4).
 ///
 /// Series of a service appear once it has been called or served; the instance metrics

@@ -75,7 +75,7 @@ const APP: &str = "sectest";
 const TRIES: usize = 100;
 
 fn name(service: &str) -> String {
-    format!("security::svc::{service}")
+    format!("it::security::svc::{service}")
 }
 
 /// An instance serving over mutual TLS until dropped.
