@@ -356,15 +356,7 @@ async fn host_role(
     if services.iter().any(|s| s == crate::store::SERVICE) {
         crate::store::open().await.map_err(Error::Usage)?;
     }
-    let peers = parse_peers(&common)?;
-    let router = Router::builder(transport.dialer())
-        .hosted(services.iter().cloned())
-        .peers(peers.clone())
-        .connection(connection)
-        .build()
-        .map_err(Error::Usage)?;
-    crate::call::set_default_router(router.clone());
-    kubernetes_discovery(&router, &peers)?;
+    let router = role_router(&transport, &services, &common, connection)?;
     let config = HostConfig {
         max_in_flight,
         drain_timeout,
@@ -422,13 +414,7 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
         max_frame: args.common.max_frame,
         ..ConnectionConfig::default()
     };
-    let router = Router::builder(transport.dialer())
-        .peers(peers.clone())
-        .connection(connection)
-        .build()
-        .map_err(Error::Usage)?;
-    crate::call::set_default_router(router.clone());
-    kubernetes_discovery(&router, &peers)?;
+    let router = role_router(&transport, &[], &args.common, connection)?;
     let config = args.http.config()?;
     let (listener, gateway) = crate::gateway::bind(router.clone(), &args.http.http, config).await?;
     announce_gateway(&listener);
@@ -442,6 +428,26 @@ async fn gateway_role(args: GatewayArgs) -> Result<()> {
     crate::gateway::serve(listener, gateway, shutdown).await;
     tracing::info!("gateway drained; exiting");
     Ok(())
+}
+
+/// The router of a role that hosts `hosted` and calls the peers of `common`, made the
+/// process default, following the peers on Kubernetes when asked.
+fn role_router(
+    transport: &crate::security::Transport,
+    hosted: &[String],
+    common: &Common,
+    connection: ConnectionConfig,
+) -> Result<Arc<Router>> {
+    let peers = parse_peers(common)?;
+    let router = Router::builder(transport.dialer())
+        .hosted(hosted.iter().cloned())
+        .peers(peers.clone())
+        .connection(connection)
+        .build()
+        .map_err(Error::Usage)?;
+    crate::call::set_default_router(router.clone());
+    kubernetes_discovery(&router, &peers)?;
+    Ok(router)
 }
 
 /// Under an orchestrator (`colony up`): register this process (`addr`, hosting `services`

@@ -81,24 +81,16 @@ pub fn name_of(app: &str, uri: &str) -> Option<String> {
 /// The names (services and roles of `app`) that a DER certificate's URI SANs carry.
 /// URIs of other trust domains, and certificates that do not parse, name nothing.
 pub fn names_in_certificate(app: &str, der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => name_of(app, uri),
-            _ => None,
-        })
-        .collect()
+    uri_sans(der, |uri| name_of(app, uri))
 }
 
 /// Every SPIFFE id (of any trust domain) in a DER certificate, for error messages.
 pub(crate) fn uris_in_certificate(der: &[u8]) -> Vec<String> {
+    uri_sans(der, |uri| Some(uri.to_owned()))
+}
+
+/// `keep` of each URI SAN of a DER certificate; none when it does not parse.
+fn uri_sans(der: &[u8], keep: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
@@ -109,7 +101,7 @@ pub(crate) fn uris_in_certificate(der: &[u8]) -> Vec<String> {
         .general_names
         .iter()
         .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some((*uri).to_owned()),
+            GeneralName::URI(uri) => keep(uri),
             _ => None,
         })
         .collect()

@@ -46,18 +46,22 @@ fn into_object(
         serde_json::Value::Null if names.is_empty() => Ok(serde_json::Map::new()),
         other => Err(format!(
             "expected a JSON object of named arguments ({}), found {}",
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
+            listed(names),
             json_kind(&other)
         )),
     }
+}
+
+/// The argument names as people read them: `` `a`, `b` ``, or `none`.
+fn listed(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -79,15 +83,7 @@ fn reject_unknown(
         None => Ok(()),
         Some(extra) => Err(format!(
             "unknown field `{extra}`; the arguments are {}",
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+            listed(names)
         )),
     }
 }
