@@ -23,21 +23,12 @@ use crate::measure::{Result, median};
 const SLEEP: &str = "colony_e2e::services::work::sleep_ms";
 const DRIVE: &str = "colony_e2e::services::load::drive";
 
-const TOML: &str = r#"
-[defaults]
-min_instances = 0
-
-[services."colony_e2e::services::load::drive"]
-min_instances = 1
-
-[services."colony_e2e::services::work::sleep_ms"]
-min_instances = 1
-max_instances = 3
-capacity = 10
-high_watermark = 0.8
-low_watermark = 0.2
-cooldown = "30s"
-"#;
+/// The cluster test's `colony.toml` for a ramp, with a cooldown long enough that one spike
+/// gives one scale-up.
+fn toml() -> String {
+    include_str!("../../../tests/e2e/ramp.colony.toml")
+        .replace("cooldown = \"1s\"", "cooldown = \"30s\"")
+}
 
 /// The figures of a `--scale` run.
 #[derive(Debug)]
@@ -170,7 +161,7 @@ fn spike(bin: &Binaries) -> Result<Duration> {
     let dir = std::env::temp_dir().join(format!("colony-bench-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("colony.toml"), TOML)?;
+    std::fs::write(dir.join("colony.toml"), toml())?;
     let cluster = Cluster { bin, dir };
     let up = Command::new(&bin.colony)
         .arg("up")
