@@ -240,7 +240,16 @@ pub fn main() -> Result<()> {
     {
         argv.insert(1, "run".into());
     }
-    let cli = Cli::parse_from(argv);
+    let mut cli = Cli::parse_from(argv);
+    // `--service checkout` names `myapp::shop::checkout` when that is the only match.
+    if let Role::Serve(args) = &mut cli.role {
+        args.services = args
+            .services
+            .iter()
+            .map(|name| service::resolve(name).map(|e| e.name.to_owned()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Usage(format!("--service: {e}")))?;
+    }
     if let Some(problem) = crate::config::env().check() {
         return Err(Error::Usage(problem));
     }
@@ -255,6 +264,7 @@ pub fn main() -> Result<()> {
             Ok(())
         }
         Role::Run(args) => {
+            development_ca()?;
             let all: Vec<String> = service::registry()
                 .iter()
                 .map(|e| e.name.to_owned())
@@ -298,6 +308,27 @@ fn process_services(role: &Role) -> String {
     }
 }
 
+/// `APP run` is for development: with TLS on and no CA where this process looks for one
+/// (and no certificate handed to it), make one there, as `colony certs init` would, and
+/// say so. `APP serve` (production) never does: it refuses to start without a CA.
+fn development_ca() -> Result<()> {
+    let settings = crate::security::Settings::from_env(&is_service)?;
+    if !matches!(settings.mode, crate::security::Mode::Mutual)
+        || settings.leaf.is_some()
+        || crate::security::Ca::exists_in(&settings.ca_dir)
+    {
+        return Ok(());
+    }
+    crate::security::Ca::generate(&settings.app)?.save(&settings.ca_dir, false)?;
+    tracing::info!(dir = %settings.ca_dir.display(), "created a development CA");
+    eprintln!(
+        "colony: no cluster CA in {} yet, so this made one for development (`colony certs \
+         init` does the same); keep it out of version control",
+        settings.ca_dir.display()
+    );
+    Ok(())
+}
+
 /// Whether `name` is a service of this binary.
 fn is_service(name: &str) -> bool {
     service::find(name).is_some()
@@ -332,7 +363,14 @@ fn parse_peers(common: &Common) -> Result<Vec<Peer>> {
     common
         .peers
         .iter()
-        .map(|p| Peer::parse(p).map_err(Error::Usage))
+        .map(|p| {
+            Peer::parse(p)
+                .and_then(|peer| {
+                    peer.resolved()
+                        .map_err(|e| format!("--peer {p} (COLONY_PEERS): {e}"))
+                })
+                .map_err(Error::Usage)
+        })
         .collect()
 }
 
@@ -399,7 +437,8 @@ async fn host_role(
 #[cfg(feature = "gateway")]
 async fn gateway_role(args: GatewayArgs) -> Result<()> {
     let peers = parse_peers(&args.common)?;
-    if peers.is_empty() {
+    // Under an orchestrator the peers come from its membership pushes.
+    if peers.is_empty() && crate::config::env().orchestrator.is_none() {
         tracing::warn!(
             "the gateway has no peers, so every request will get 503; pass --peer NAME=ADDR \
              (or COLONY_PEERS) for the instances of the exposed services"
@@ -545,8 +584,7 @@ async fn shutdown_signal() {
 }
 
 async fn call_role(args: CallArgs) -> Result<()> {
-    let entry = service::find(&args.service)
-        .ok_or_else(|| Error::Usage(service::not_found(&args.service)))?;
+    let entry = service::resolve(&args.service).map_err(Error::Usage)?;
     let json: serde_json::Value = serde_json::from_str(&args.args).map_err(|e| {
         Error::Usage(format!(
             "the arguments are not valid JSON ({e}); pass an object such as '{{\"name\": \"Ada\"}}'"

@@ -159,8 +159,7 @@ impl Client {
         service: &str,
         args: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        let entry =
-            service::find(service).ok_or_else(|| Error::Usage(service::not_found(service)))?;
+        let entry = service::resolve(service).map_err(Error::Usage)?;
         let payload = (entry.json_to_args)(args).map_err(|reason| {
             Error::Call(CallError::BadArguments {
                 service: entry.name.to_owned(),

@@ -134,7 +134,7 @@ impl Host {
         let table = service::registry();
         let mut hosted = vec![false; table.len()];
         for name in services {
-            let entry = service::find(name).ok_or_else(|| service::not_found(name))?;
+            let entry = service::resolve(name)?;
             hosted[entry.id() as usize] = true;
         }
         let hello = Hello {

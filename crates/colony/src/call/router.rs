@@ -92,6 +92,23 @@ impl Peer {
         })
     }
 
+    /// This peer with its name resolved against this binary's services: a unique suffix
+    /// of a service's path (`checkout`), or of a module's (`shop::*`), becomes the full
+    /// name. A name that matches no service, or more than one, is an error that says so.
+    pub fn resolved(&self) -> Result<Peer, String> {
+        let pattern = if self.pattern == "*" {
+            self.pattern.clone()
+        } else if let Some(module) = self.pattern.strip_suffix("::*") {
+            format!("{}::*", service::resolve_module(module)?)
+        } else {
+            service::resolve(&self.pattern)?.name.to_owned()
+        };
+        Ok(Peer {
+            pattern,
+            addr: self.addr.clone(),
+        })
+    }
+
     /// Parse a comma-separated list, as in `COLONY_PEERS`.
     pub fn parse_list(s: &str) -> Result<Vec<Peer>, String> {
         s.split(',')
@@ -487,16 +504,14 @@ impl RouterBuilder {
         let table = service::registry();
         let mut hosted = vec![false; table.len()];
         for name in &self.hosted {
-            let entry = service::find(name).ok_or_else(|| service::not_found(name))?;
-            hosted[entry.id() as usize] = true;
+            hosted[service::resolve(name)?.id() as usize] = true;
         }
         let mut by_addr: HashMap<String, Arc<Endpoint>> = HashMap::new();
         let mut routes: Vec<Vec<Arc<Endpoint>>> = vec![Vec::new(); table.len()];
         for peer in &self.peers {
-            let exact = !peer.pattern.ends_with('*');
-            if exact && service::find(&peer.pattern).is_none() {
-                return Err(service::not_found(&peer.pattern));
-            }
+            let peer = peer
+                .resolved()
+                .map_err(|e| format!("--peer {}: {e}", peer.pattern))?;
             let endpoint = by_addr
                 .entry(peer.addr.clone())
                 .or_insert_with(|| Endpoint::new(&peer.addr))

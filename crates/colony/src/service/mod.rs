@@ -34,7 +34,7 @@ pub(crate) use entry::integral_floats_to_integers;
 pub use entry::{ServiceEntry, encode_result, entry, json_value_of_args};
 pub use named_args::NamedArgs;
 pub(crate) use registry::not_found;
-pub use registry::{SERVICES, by_id, find, registry};
+pub use registry::{SERVICES, by_id, find, registry, resolve, resolve_module};
 pub use schema::{SchemaProbe, ViaAnySchema, ViaJsonSchema};
 
 /// A boxed, sendable future: what a service body becomes so that services may call each
