@@ -30,6 +30,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "gateway")]
 pub(crate) use entry::integral_floats_to_integers;
 pub use entry::{ServiceEntry, encode_result, entry, json_value_of_args};
 pub use named_args::NamedArgs;
