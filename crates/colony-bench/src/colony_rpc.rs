@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony::ServiceError;
+use colony::control::transport::{TcpDialer, TcpListener};
 use colony::control::{Host, HostConfig, Peer, Router, serve};
-use colony::transport::{TcpDialer, TcpListener};
 
 use crate::measure::{self, Client, Latency, Plan, Scope, median};
 
@@ -38,7 +38,7 @@ pub(crate) async fn start_server() -> measure::Result<String> {
         .build()?;
     let host = Host::new(&[SERVICE], router, HostConfig::default())?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = colony::transport::Listener::local_addr(&listener);
+    let addr = colony::control::transport::Listener::local_addr(&listener);
     tokio::spawn(serve(listener, host, std::future::pending()));
     Ok(addr)
 }
@@ -57,7 +57,7 @@ impl ColonyClient {
 
     /// A client whose calls go to the host at `addr`, through `dialer`.
     pub(crate) fn remote_with(
-        dialer: Arc<dyn colony::transport::Dialer>,
+        dialer: Arc<dyn colony::control::transport::Dialer>,
         addr: &str,
     ) -> measure::Result<ColonyClient> {
         let router = Router::builder(dialer)

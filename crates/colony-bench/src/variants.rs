@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony::ServiceError;
+use colony::control::security::{Ca, CallerPolicy, CertLifetime, MutualTls};
+use colony::control::telemetry::{LogFormat, LogLayer, Sampler};
+use colony::control::transport::{Dialer, Listener, TcpDialer, TcpListener};
 use colony::control::{Host, HostConfig, Peer, Router, serve};
-use colony::security::{Ca, CallerPolicy, CertLifetime, MutualTls};
-use colony::telemetry::{LogFormat, LogLayer, Sampler};
-use colony::transport::{Dialer, Listener, TcpDialer, TcpListener};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::colony_rpc::{self, ColonyClient};
@@ -125,7 +125,7 @@ pub(crate) enum Tracing {
 impl Tracing {
     /// Make this the sampler of the process.
     pub(crate) fn apply(self) {
-        colony::telemetry::set_sampler(match self {
+        colony::control::telemetry::set_sampler(match self {
             Tracing::Off => Sampler::always_off(),
             Tracing::All => Sampler::always_on(),
             Tracing::Default => Sampler::default(),
@@ -267,11 +267,11 @@ pub(crate) async fn start_gateway(echo_addr: String) -> Result<String> {
     let router = Router::builder(Arc::new(TcpDialer))
         .peer(Peer::parse(&format!("{service}={echo_addr}"))?)
         .build()?;
-    let config = colony::gateway::GatewayConfig::default();
-    let gateway = colony::gateway::Gateway::new(router, config)?;
+    let config = colony::control::gateway::GatewayConfig::default();
+    let gateway = colony::control::gateway::Gateway::new(router, config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
-    tokio::spawn(colony::gateway::serve(
+    tokio::spawn(colony::control::gateway::serve(
         listener,
         gateway,
         std::future::pending(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use colony::security::{CA_CERT_FILE, CA_KEY_FILE, Ca};
+use colony::control::security::{CA_CERT_FILE, CA_KEY_FILE, Ca};
 
 /// What `colony certs` does.
 #[derive(Subcommand, Debug)]

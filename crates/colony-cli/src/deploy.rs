@@ -121,13 +121,13 @@ pub(crate) fn cert_lifetime(
     };
     let lifetime = read("COLONY_CERT_LIFETIME", "cert_lifetime")?;
     let renew = read("COLONY_CERT_RENEW_BEFORE", "cert_renew_before")?;
-    let default = colony::security::CertLifetime::default();
+    let default = colony::control::security::CertLifetime::default();
     let (lifetime, renew) = match (lifetime, renew) {
         (None, None) => (default.lifetime(), default.renew_before()),
         (Some(l), None) => (l, l / 3),
         (l, Some(r)) => (l.unwrap_or(default.lifetime()), r),
     };
-    colony::security::CertLifetime::new(lifetime, renew)?;
+    colony::control::security::CertLifetime::new(lifetime, renew)?;
     Ok((lifetime, renew))
 }
 
@@ -368,7 +368,7 @@ pub(crate) fn manifests(
                 opts,
                 "gateway",
                 "gateway",
-                &[colony::security::ROLE_GATEWAY.to_owned()],
+                &[colony::control::security::ROLE_GATEWAY.to_owned()],
             ));
         }
         Some((cert, key)) => out.push(json!({
@@ -428,13 +428,13 @@ impl Options {
 }
 
 /// The cert-manager Certificate of one Deployment (`name`): one URI SAN per service it
-/// hosts (or role it plays), as `colony::security::spiffe_id` writes them, in the Secret
+/// hosts (or role it plays), as `colony::control::security::spiffe_id` writes them, in the Secret
 /// `NAME-tls` that its pods mount.
 fn certificate(opts: &Options, name: &str, component: &str, identities: &[String]) -> Value {
     let (lifetime, renew) = opts.cert_lifetime;
     let uris: Vec<String> = identities
         .iter()
-        .map(|n| colony::security::spiffe_id(&opts.app, n))
+        .map(|n| colony::control::security::spiffe_id(&opts.app, n))
         .collect();
     json!({
         "apiVersion": "cert-manager.io/v1",

@@ -420,7 +420,7 @@ pub(crate) fn kill(container: &str, signal: &str) {
 pub(crate) fn write_leaf(
     state_dir: &Path,
     id: &str,
-    leaf: &colony::security::IssuedCert,
+    leaf: &colony::control::security::IssuedCert,
     ca_pem: &str,
 ) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

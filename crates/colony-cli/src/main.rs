@@ -308,13 +308,13 @@ fn prepare(
         .as_array()
         .is_some_and(|s| s.iter().any(|s| s["exposed"] == true));
     let state_dir = state_dir(&path);
-    if cluster.tls.value && !colony::security::Ca::exists_in(&state_dir) {
+    if cluster.tls.value && !colony::control::security::Ca::exists_in(&state_dir) {
         // Every hop is mutual TLS: the cluster needs a CA, so make one the first time.
         let name = binary
             .file_stem()
             .map_or_else(|| "app".to_owned(), |s| s.to_string_lossy().into_owned());
-        let ca =
-            colony::security::Ca::generate(&name).context("could not create the cluster CA")?;
+        let ca = colony::control::security::Ca::generate(&name)
+            .context("could not create the cluster CA")?;
         ca.save(&state_dir, false)
             .with_context(|| format!("could not save the cluster CA in {}", state_dir.display()))?;
         eprintln!(
@@ -492,7 +492,7 @@ async fn up(args: AppArgs, detach: bool, http: String, docker: bool) -> anyhow::
 
 async fn orchestrate(args: AppArgs, http: String, docker: bool) -> anyhow::Result<()> {
     // Logs (refusals on the control port among them) go to .colony/orchestrator.log.
-    let _telemetry = colony::telemetry::init(colony::security::ROLE_ORCHESTRATOR);
+    let _telemetry = colony::control::telemetry::init(colony::control::security::ROLE_ORCHESTRATOR);
     let (mut app, cluster, settings) = prepare(&args)?;
     app.gateway = app.gateway.map(|_| http);
     if docker {
@@ -759,9 +759,9 @@ async fn deploy_cmd(target: DeployTarget) -> anyhow::Result<()> {
     let name = app_name(&describe, &binary);
     let ca = if cluster.tls.value {
         let dir = state_dir(&path);
-        if !colony::security::Ca::exists_in(&dir) {
-            let ca =
-                colony::security::Ca::generate(&name).context("could not create the cluster CA")?;
+        if !colony::control::security::Ca::exists_in(&dir) {
+            let ca = colony::control::security::Ca::generate(&name)
+                .context("could not create the cluster CA")?;
             ca.save(&dir, false)?;
             eprintln!("created a cluster CA in {}", dir.display());
         }

@@ -25,11 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use colony::discovery::{FromOrchestrator, LoadSnapshot, ToOrchestrator, read_line, write_message};
-use colony::security::{
+use colony::control::discovery::{
+    FromOrchestrator, LoadSnapshot, ToOrchestrator, read_line, write_message,
+};
+use colony::control::security::{
     Ca, CallerPolicy, CertLifetime, MutualTls, ROLE_CONTROL, ROLE_GATEWAY, ROLE_ORCHESTRATOR,
 };
-use colony::transport::{Authenticated, BoxStream, Dialer, Listener, PeerIdentity};
+use colony::control::transport::{Authenticated, BoxStream, Dialer, Listener, PeerIdentity};
 use serde::{Deserialize, Serialize};
 use tokio::io::{BufReader, ReadHalf, WriteHalf};
 
@@ -1140,7 +1142,7 @@ impl Orchestrator {
         let listener: Box<dyn Listener> = match tls {
             Some((_, mtls)) => {
                 let o = orchestrator.clone();
-                let report: colony::security::RefusalReport =
+                let report: colony::control::security::RefusalReport =
                     Arc::new(move |peer, kind, reason| {
                         o.lock().refused(peer, kind.as_str(), reason);
                     });
@@ -1151,7 +1153,7 @@ impl Orchestrator {
                         .context("could not secure the control port")?,
                 )
             }
-            None => Box::new(colony::transport::TcpListener::from_tokio(tcp)?),
+            None => Box::new(colony::control::transport::TcpListener::from_tokio(tcp)?),
         };
         tokio::spawn(orchestrator.clone().accept_loop(listener));
         tokio::spawn(orchestrator.clone().tick_loop());
@@ -1265,7 +1267,7 @@ impl Orchestrator {
     /// orchestrator started registers for the service it was started for.
     fn admit(
         &self,
-        registration: &colony::discovery::Registration,
+        registration: &colony::control::discovery::Registration,
         identity: Option<&PeerIdentity>,
     ) -> Result<(), String> {
         let claimed: Vec<&str> = if registration.services.is_empty() {
@@ -1380,7 +1382,7 @@ impl Orchestrator {
 
     async fn serve_instance(
         self,
-        mut registration: colony::discovery::Registration,
+        mut registration: colony::control::discovery::Registration,
         peer: String,
         mut reader: BufReader<ReadHalf<BoxStream>>,
         mut writer: WriteHalf<BoxStream>,
@@ -1502,7 +1504,7 @@ pub(crate) async fn request(state_dir: &Path, request: &Request) -> anyhow::Resu
                     )
                 })?
         }
-        _ => colony::transport::TcpDialer
+        _ => colony::control::transport::TcpDialer
             .dial(addr, &[])
             .await
             .with_context(|| {

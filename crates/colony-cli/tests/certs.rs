@@ -67,7 +67,7 @@ fn init_creates_a_private_git_ignored_ca() {
         );
     }
     // The CA issues certificates.
-    let ca = colony::security::Ca::load(&app.join(".colony")).expect("loads");
+    let ca = colony::control::security::Ca::load(&app.join(".colony")).expect("loads");
     ca.issue("app", &["a::b"], std::time::Duration::from_secs(60))
         .expect("issues");
 
@@ -126,7 +126,7 @@ fn a_ca_made_by_openssl_can_be_brought_in() {
     assert!(out.status.success(), "{}", text(&out));
     #[cfg(unix)]
     assert_eq!(mode(&dir.join("ca/ca.key")), 0o600);
-    let ca = colony::security::Ca::load(&dir.join("ca")).expect("loads");
+    let ca = colony::control::security::Ca::load(&dir.join("ca")).expect("loads");
     let leaf = ca
         .issue("app", &["a::b"], std::time::Duration::from_secs(60))
         .expect("issues");
@@ -140,7 +140,7 @@ fn a_ca_made_by_openssl_can_be_brought_in() {
     assert!(out.status.success(), "{}", text(&out));
 
     // A key that is not the certificate's is refused, saying so.
-    let other = colony::security::Ca::generate("other").expect("ca");
+    let other = colony::control::security::Ca::generate("other").expect("ca");
     other.save(&dir.join("other"), false).expect("saves");
     let out = run(
         &dir,

@@ -396,8 +396,8 @@ fn plaintext_exchange(addr: &str, line: &str) -> Vec<u8> {
 /// One request line over mutual TLS as a process whose certificate names `names`; the
 /// answer line, or `None` when the orchestrator hangs up.
 fn tls_exchange(state: &Path, names: &[&str], line: &str) -> Option<String> {
-    use colony::security::{Ca, CertLifetime, MutualTls, ROLE_ORCHESTRATOR};
-    use colony::transport::Dialer;
+    use colony::control::security::{Ca, CertLifetime, MutualTls, ROLE_ORCHESTRATOR};
+    use colony::control::transport::Dialer;
     use tokio::io::AsyncWriteExt;
 
     let addr = std::fs::read_to_string(state.join("orchestrator.addr")).expect("address");
@@ -425,7 +425,7 @@ fn tls_exchange(state: &Path, names: &[&str], line: &str) -> Option<String> {
         let mut reader = tokio::io::BufReader::new(stream);
         tokio::time::timeout(
             Duration::from_secs(30),
-            colony::discovery::read_line(&mut reader),
+            colony::control::discovery::read_line(&mut reader),
         )
         .await
         .expect("an answer or a hang-up within 30s")
@@ -461,11 +461,11 @@ fn the_control_port_is_mutual_tls_and_admits_only_the_cluster() {
     std::fs::create_dir_all(&foreign).expect("dir");
     let (cert, key) = (foreign.join("cert.pem"), foreign.join("key.pem"));
     let app = control["app"].as_str().expect("the app's name");
-    let leaf = colony::security::Ca::generate(app)
+    let leaf = colony::control::security::Ca::generate(app)
         .expect("another CA")
         .issue(
             app,
-            &[colony::security::ROLE_CONTROL],
+            &[colony::control::security::ROLE_CONTROL],
             Duration::from_secs(3600),
         )
         .expect("a leaf");
@@ -555,7 +555,7 @@ fn the_control_port_is_mutual_tls_and_admits_only_the_cluster() {
     let other = std::env::temp_dir().join(format!("colony-other-ca-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&other);
     let other_state = other.join(".colony");
-    colony::security::Ca::generate("colony-e2e")
+    colony::control::security::Ca::generate("colony-e2e")
         .expect("a CA")
         .save(&other_state, false)
         .expect("saved");

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use colony::ServiceError;
+use colony::control::telemetry::{DEFAULT_SAMPLE_RATIO, Sampler, set_sampler};
+use colony::control::transport::{TcpDialer, TcpListener};
 use colony::control::{Host, HostConfig, Peer, Router, serve, with_router};
-use colony::telemetry::{DEFAULT_SAMPLE_RATIO, Sampler, set_sampler};
-use colony::transport::{TcpDialer, TcpListener};
 
 /// Echoes its argument.
 #[colony::microservice]
@@ -120,7 +120,7 @@ fn main() {
     } else {
         (31, Duration::from_millis(100), Duration::from_millis(500))
     };
-    let _telemetry = colony::telemetry::init("bench");
+    let _telemetry = colony::control::telemetry::init("bench");
     let server = runtime();
     let addr = server.block_on(async {
         let router = Router::builder(Arc::new(TcpDialer))
@@ -129,7 +129,7 @@ fn main() {
             .expect("a router");
         let host = Host::new(&[SERVICE], router, HostConfig::default()).expect("a host");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-        let addr = colony::transport::Listener::local_addr(&listener);
+        let addr = colony::control::transport::Listener::local_addr(&listener);
         tokio::spawn(serve(listener, host, std::future::pending()));
         addr
     });

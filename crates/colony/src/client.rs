@@ -1,6 +1,6 @@
 //! Calling services from a program outside the cluster, with retries at the outermost scope.
 //!
-//! Owns: [`Client`], a router to the cluster's instances plus a [`Retrier`] shared by every
+//! Owns: [`Client`], a router to the cluster's instances plus a `Retrier` shared by every
 //! request made through it. Promises: a request that fails because its instance died,
 //! could not be reached or refused it (see [`CallError::is_retryable`]) is re-run whole on
 //! another instance, with back-off, within its deadline and the retry budget, keeping its
@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use crate::call::{CallOptions, DEFAULT_TIMEOUT, Peer, Reply, Router};
 use crate::context::{self, CallContext};
 use crate::error::{CallError, Error, FailedCall, Result};
-use crate::retry::{Retrier, RetryPolicy};
+use crate::retry::Retrier;
+pub use crate::retry::RetryPolicy;
 use crate::service;
 use crate::transport::TcpDialer;
 

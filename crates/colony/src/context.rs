@@ -3,7 +3,7 @@
 //! Owns: the task-local `CallContext`. Promises: a handler sees the caller's remaining time
 //! through [`deadline`] and [`remaining`]; calls it makes inherit that deadline and trace.
 //! Must not touch: sockets, the registry, or what a router is: it carries the router of
-//! its calls as a [`Routing`], which `call` fills and reads, so that this module sits below
+//! its calls as a `Routing`, which `call` fills and reads, so that this module sits below
 //! `call` (and `telemetry`, which reads the context) instead of in a loop with it.
 
 use std::any::Any;

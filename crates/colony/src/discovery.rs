@@ -260,7 +260,7 @@ async fn link_once(
 }
 
 /// Replace the router's instances of every service named in `services`.
-pub fn apply_members(router: &Router, services: &BTreeMap<String, Vec<String>>) {
+pub(crate) fn apply_members(router: &Router, services: &BTreeMap<String, Vec<String>>) {
     for (service, addrs) in services {
         if let Err(e) = router.set_instances(service, addrs) {
             tracing::debug!(error = %e, "ignoring membership of a service this build lacks");
@@ -285,7 +285,7 @@ pub async fn write_message<W: tokio::io::AsyncWrite + Unpin, M: Serialize>(
 /// pod behind it, again every `refresh`, and the router's instances follow as pods come and
 /// go. `COLONY_DNS_SERVER=IP:PORT` picks the DNS server (default: the system's).
 #[cfg(feature = "kubernetes")]
-pub fn spawn_kubernetes(
+pub(crate) fn spawn_kubernetes(
     router: Arc<Router>,
     peers: Vec<crate::call::Peer>,
     refresh: Duration,

@@ -90,9 +90,11 @@ fn build_id(path: &std::path::Path) -> Option<Vec<u8>> {
         // Each note: name size, descriptor size, type, then name and descriptor, each
         // padded to 4 bytes.
         let mut at = 0usize;
-        while let (Some(namesz), Some(descsz), Some(kind)) =
-            (u32_at(&notes, at), u32_at(&notes, at + 4), u32_at(&notes, at + 8))
-        {
+        while let (Some(namesz), Some(descsz), Some(kind)) = (
+            u32_at(&notes, at),
+            u32_at(&notes, at + 4),
+            u32_at(&notes, at + 8),
+        ) {
             let pad = |n: u32| (n as usize).div_ceil(4) * 4;
             let name = notes.get(at + 12..at + 12 + namesz as usize)?;
             let desc_at = at + 12 + pad(namesz);
@@ -105,7 +107,6 @@ fn build_id(path: &std::path::Path) -> Option<Vec<u8>> {
     }
     None
 }
-
 
 /// This instance's id: `COLONY_INSTANCE`, or the process id and a random suffix.
 pub fn instance_id() -> &'static str {

@@ -95,13 +95,8 @@
 //! # async fn main() {
 //! use colony::testing::Cluster;
 //!
-//! // `double`'s full name is its module path and its name.
-//! let name = colony::service::registry()
-//!     .iter()
-//!     .map(|entry| entry.name)
-//!     .find(|name| name.ends_with("::double"))
-//!     .expect("registered");
-//! let cluster = Cluster::in_memory(&[&[name]]).await.expect("starts");
+//! // One instance hosting `double` (any unique suffix of its full name will do).
+//! let cluster = Cluster::in_memory(&[&["double"]]).await.expect("starts");
 //! let doubled = cluster.run(double(21)).await;   // encoded, sent, served, decoded
 //! assert_eq!(doubled, Ok(42));
 //! cluster.shutdown().await;
@@ -113,34 +108,40 @@
 #[cfg(feature = "store")]
 extern crate self as colony;
 
-mod app;
-mod call;
+// For app authors: the crate root, `context`, `client`, `testing`, `store` and the errors.
 pub mod client;
-mod config;
 pub mod context;
-mod describe;
-pub mod discovery;
 pub mod error;
-#[cfg(feature = "gateway")]
-pub mod gateway;
-mod host;
-mod identity;
-pub mod retry;
-pub mod security;
-pub mod service;
 #[cfg(feature = "store")]
 pub mod store;
-pub mod telemetry;
 pub mod testing;
-pub mod transport;
-pub mod wire;
+
+// The runtime's rooms, private: deployers and tools reach what they need through
+// `control`, generated code through `__private`.
+mod app;
+mod call;
+mod config;
+mod describe;
+mod discovery;
+#[cfg(feature = "gateway")]
+mod gateway;
+mod host;
+mod identity;
+mod retry;
+mod security;
+mod service;
+mod telemetry;
+mod transport;
+mod wire;
 
 pub use app::main;
 #[doc = include_str!("docs/microservice.md")]
 pub use colony_macros::microservice;
 pub use error::{CallError, Error, ErrorKind, FailedCall, Result, ServiceError};
 
-/// For deployers and tools: hosting services and routing calls by hand.
+/// For deployers and tools: hosting services and routing calls by hand, the cluster's
+/// security, the orchestrator's protocol, telemetry and the gateway. App authors do not
+/// need it.
 pub mod control {
     pub use crate::call::{CallOptions, DEFAULT_TIMEOUT, Peer, Reply, Router, RouterBuilder};
 
@@ -155,6 +156,61 @@ pub mod control {
     pub use crate::describe::describe;
     pub use crate::host::{Host, HostConfig, serve};
     pub use crate::identity::{app_name, fingerprint, instance_id};
+
+    /// The cluster's security: its CA, certificates, mutual TLS and allow-lists.
+    pub mod security {
+        pub use crate::security::{
+            CA_CERT_FILE, CA_KEY_FILE, Ca, CallerPolicy, CertLifetime, DEFAULT_CA_DIR, HttpsConfig,
+            IssuedCert, LeafFiles, ListenerStats, Mode, MutualTls, ROLE_CLIENT, ROLE_CONTROL,
+            ROLE_GATEWAY, ROLE_ORCHESTRATOR, Refusal, RefusalReport, SecurityError, Settings,
+            TlsDialer, TlsListener, dialer_from_env, https_server_config, name_of,
+            names_in_certificate, pattern_matches, spiffe_id, trust_domain,
+        };
+    }
+
+    /// Streams between instances: how they are dialed and accepted.
+    pub mod transport {
+        pub use crate::transport::{
+            AcceptFuture, Authenticated, BoxStream, ConnectionConfig, Dialer, Listener,
+            MemoryListener, MemoryNetwork, PeerIdentity, Stream, TcpDialer, TcpListener,
+        };
+    }
+
+    /// The orchestrator's control protocol (JSON lines) and an instance's link to it.
+    pub mod discovery {
+        pub use crate::discovery::{
+            DEFAULT_HEARTBEAT, FromOrchestrator, LoadSnapshot, MAX_LINE, OrchestratorConfig,
+            Registration, ToOrchestrator, read_line, spawn_link, write_message,
+        };
+        pub use crate::wire::LoadReport;
+    }
+
+    /// Logs, traces and metrics of a process.
+    pub mod telemetry {
+        pub use crate::telemetry::metrics::render as render_metrics;
+        pub use crate::telemetry::{
+            DEFAULT_SAMPLE_RATIO, LogFormat, LogLayer, Sampler, Telemetry, format_traceparent,
+            init, parse_traceparent, sampler, set_sampler, spawn_metrics,
+        };
+    }
+
+    /// The frame format (`docs/protocol.md`), for tools that speak the protocol
+    /// themselves: fuzzers, attack suites, other implementations.
+    pub mod wire {
+        pub use crate::wire::{
+            DEFAULT_MAX_FRAME, Decoder, Frame, HEADER_LEN, Header, Hello, Kind, LENGTH_LEN,
+            LoadReport, PROTOCOL_VERSION, WireError, encode,
+        };
+    }
+
+    /// The HTTP gateway, to serve it from a program of your own.
+    #[cfg(feature = "gateway")]
+    pub mod gateway {
+        pub use crate::gateway::{
+            Gateway, GatewayConfig, REQUEST_ID, TIMEOUT, TRACEPARENT, TRACERESPONSE, bind, run,
+            serve, serve_with,
+        };
+    }
 
     /// Run `fut` with `router` routing every call made inside it (but not inside tasks it
     /// spawns, which use the default router).

@@ -86,7 +86,7 @@ impl RetryPolicy {
 /// One gateway or one [`crate::client::Client`] holds one `Retrier`; every request it
 /// handles earns budget and every retry spends it.
 #[derive(Debug)]
-pub struct Retrier {
+pub(crate) struct Retrier {
     policy: RetryPolicy,
     /// Retry tokens: each request adds `budget_ratio`, each retry takes one.
     tokens: Mutex<f64>,
@@ -94,21 +94,16 @@ pub struct Retrier {
 
 impl Retrier {
     /// A retrier with a full budget.
-    pub fn new(policy: RetryPolicy) -> Arc<Retrier> {
+    pub(crate) fn new(policy: RetryPolicy) -> Arc<Retrier> {
         Arc::new(Retrier {
             policy,
             tokens: Mutex::new(policy.budget_burst.max(0.0)),
         })
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &RetryPolicy {
-        &self.policy
-    }
-
     /// Begin one request that must finish by `deadline` (if it has one): it earns its share
     /// of the budget, and the returned [`Attempts`] says when to try again.
-    pub fn begin(self: &Arc<Self>, deadline: Option<Instant>) -> Attempts {
+    pub(crate) fn begin(self: &Arc<Self>, deadline: Option<Instant>) -> Attempts {
         {
             let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             *tokens = (*tokens + self.policy.budget_ratio).min(self.policy.budget_burst);
@@ -134,7 +129,7 @@ impl Retrier {
     /// Run `attempt(n)` for n = 0, 1, … until it succeeds, fails in a way that is not
     /// retryable, or the tries, the deadline or the budget run out. The last result is
     /// returned either way.
-    pub async fn run<T, F, Fut>(
+    pub(crate) async fn run<T, F, Fut>(
         self: &Arc<Self>,
         deadline: Option<Instant>,
         mut attempt: F,
@@ -155,7 +150,7 @@ impl Retrier {
 
 /// The tries of one request; see [`Retrier::begin`].
 #[derive(Debug)]
-pub struct Attempts {
+pub(crate) struct Attempts {
     retrier: Arc<Retrier>,
     attempt: u16,
     deadline: Option<Instant>,
@@ -163,7 +158,7 @@ pub struct Attempts {
 
 /// Why a request is not tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GiveUp {
+pub(crate) enum GiveUp {
     /// It was tried as often as the policy allows.
     Attempts,
     /// The back-off would end past the deadline.
@@ -174,13 +169,13 @@ pub enum GiveUp {
 
 impl Attempts {
     /// The number of the current try: 0 for the first.
-    pub fn number(&self) -> u16 {
+    pub(crate) fn number(&self) -> u16 {
         self.attempt
     }
 
     /// After a retryable failure: wait a jittered back-off and move to the next try, or
     /// say why not. Spends a budget token when it retries.
-    pub async fn next(&mut self) -> Result<(), GiveUp> {
+    pub(crate) async fn next(&mut self) -> Result<(), GiveUp> {
         let policy = self.retrier.policy;
         let next = self.attempt.saturating_add(1);
         if next >= policy.max_attempts {

@@ -208,7 +208,7 @@ pub fn encode(buf: &mut BytesMut, header: &Header, payload: &[u8]) {
 }
 
 /// Append one frame whose payload is the concatenation of `parts`.
-pub fn encode_parts(buf: &mut BytesMut, header: &Header, parts: &[&[u8]]) {
+pub(crate) fn encode_parts(buf: &mut BytesMut, header: &Header, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     buf.reserve(LENGTH_LEN + HEADER_LEN + len);
     buf.put_u32((HEADER_LEN + len) as u32);
@@ -219,14 +219,14 @@ pub fn encode_parts(buf: &mut BytesMut, header: &Header, parts: &[&[u8]]) {
 }
 
 /// The longest request id a `Request` may carry, in bytes.
-pub const MAX_REQUEST_ID: usize = 200;
+pub(crate) const MAX_REQUEST_ID: usize = 200;
 
 /// The metadata that starts a `Request` payload: the request id as a postcard string
 /// (a varint length, then UTF-8 bytes; empty when there is none). The arguments follow.
 ///
 /// Returns the bytes to put before the arguments; ids over [`MAX_REQUEST_ID`] bytes are
 /// cut at a character boundary.
-pub fn request_meta(request_id: &str) -> ([u8; 2], &str) {
+pub(crate) fn request_meta(request_id: &str) -> ([u8; 2], &str) {
     let mut end = request_id.len().min(MAX_REQUEST_ID);
     while !request_id.is_char_boundary(end) {
         end -= 1;
@@ -243,7 +243,7 @@ pub fn request_meta(request_id: &str) -> ([u8; 2], &str) {
 }
 
 /// The number of bytes of the varint prefix made by [`request_meta`].
-pub fn request_meta_prefix_len(request_id: &str) -> usize {
+pub(crate) fn request_meta_prefix_len(request_id: &str) -> usize {
     if request_id.len().min(MAX_REQUEST_ID) < 0x80 {
         1
     } else {
@@ -252,7 +252,7 @@ pub fn request_meta_prefix_len(request_id: &str) -> usize {
 }
 
 /// Split a `Request` payload into its request id and the encoded arguments.
-pub fn split_request(payload: &Bytes) -> Result<(String, Bytes), WireError> {
+pub(crate) fn split_request(payload: &Bytes) -> Result<(String, Bytes), WireError> {
     let bad = |reason: &str| WireError::Payload {
         what: "request metadata",
         reason: reason.to_owned(),

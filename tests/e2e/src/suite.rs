@@ -145,7 +145,7 @@ async fn dropping_the_caller_cancels_the_remote_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_instance_refuses_clearly() {
     use colony::control::HostConfig;
-    use colony::transport::MemoryNetwork;
+    use colony::control::transport::MemoryNetwork;
     let network = MemoryNetwork::new();
     let listeners = vec![network.bind("a"), network.bind("b")];
     let mut config = HostConfig::default();

@@ -16,7 +16,7 @@ fn ca_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let dir =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-ca-{}", std::process::id()));
-        colony::security::Ca::generate("colony-e2e")
+        colony::control::security::Ca::generate("colony-e2e")
             .expect("a CA")
             .save(&dir, true)
             .expect("saved");

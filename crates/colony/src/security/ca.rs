@@ -37,7 +37,7 @@ const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 ///
 /// ```
 /// use std::time::Duration;
-/// use colony::security::Ca;
+/// use colony::control::security::Ca;
 ///
 /// let ca = Ca::generate("shop").expect("a CA");
 /// let leaf = ca

@@ -37,7 +37,7 @@ pub struct HttpsConfig {
 /// fingerprint).
 ///
 /// ```
-/// let https = colony::security::https_server_config(None, &["shop.local"]).expect("config");
+/// let https = colony::control::security::https_server_config(None, &["shop.local"]).expect("config");
 /// assert!(https.self_signed);
 /// assert_eq!(https.fingerprint.len(), 32 * 3 - 1);
 /// ```

@@ -44,7 +44,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use colony::security::{Ca, CallerPolicy, CertLifetime, MutualTls};
+//! use colony::control::security::{Ca, CallerPolicy, CertLifetime, MutualTls};
 //!
 //! let ca = Arc::new(Ca::generate("shop").expect("a CA"));
 //! // Certificates valid for a minute, renewed 20 seconds before they expire.

@@ -43,7 +43,7 @@ pub fn trust_domain(app: &str) -> String {
 /// `@client`) in `app`: `spiffe://shop/shop/checkout/pay`, `spiffe://shop/-/client`.
 ///
 /// ```
-/// use colony::security::spiffe_id;
+/// use colony::control::security::spiffe_id;
 ///
 /// assert_eq!(spiffe_id("Shop", "shop::checkout::pay"), "spiffe://shop/shop/checkout/pay");
 /// assert_eq!(spiffe_id("shop", "@gateway"), "spiffe://shop/-/gateway");
@@ -155,7 +155,7 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 /// list may be called by any member of the cluster.
 ///
 /// ```
-/// use colony::security::CallerPolicy;
+/// use colony::control::security::CallerPolicy;
 ///
 /// let policy = CallerPolicy::new().allow("shop::payment::charge", ["shop::checkout::*"]);
 /// let checkout = ["shop::checkout::pay".to_owned()];

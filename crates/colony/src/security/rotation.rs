@@ -24,7 +24,7 @@ use super::ca::{Ca, IssuedCert, read};
 ///
 /// ```
 /// use std::time::Duration;
-/// use colony::security::CertLifetime;
+/// use colony::control::security::CertLifetime;
 ///
 /// let short = CertLifetime::new(Duration::from_secs(30), Duration::from_secs(10)).expect("valid");
 /// assert_eq!(short.renew_at_age(), Duration::from_secs(20));

@@ -42,7 +42,7 @@ const SERVER_NAME: &str = "colony.invalid";
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::sync::Arc;
-/// use colony::security::{Ca, CallerPolicy, CertLifetime, MutualTls};
+/// use colony::control::security::{Ca, CallerPolicy, CertLifetime, MutualTls};
 ///
 /// let ca = Arc::new(Ca::generate("shop").expect("a CA"));
 /// let tls = MutualTls::from_ca(ca, "shop", &["shop::pricing::quote"], CertLifetime::default())

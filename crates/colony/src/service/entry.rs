@@ -18,7 +18,7 @@ use crate::error::CallError;
 /// The static description of one `#[microservice]` function, emitted by the macro.
 ///
 /// Constructed only by generated code, through [`entry`]. Each one lives in the
-/// [`SERVICES`](super::SERVICES) table.
+/// `SERVICES` table.
 pub struct ServiceEntry {
     /// `module::path::function`.
     pub name: &'static str,
@@ -32,7 +32,7 @@ pub struct ServiceEntry {
     pub json_to_args: fn(serde_json::Value) -> Result<Vec<u8>, String>,
     /// Turn the bytes of a JSON object of named arguments straight into a postcard request
     /// payload, for request bodies on the hot path: the same payload, or the same error,
-    /// as [`json_value_of_args`] and then `json_to_args`, without building the
+    /// as `json_value_of_args` and then `json_to_args`, without building the
     /// `serde_json::Value` when the bytes are a valid request.
     pub json_bytes_to_args: fn(&[u8]) -> Result<Vec<u8>, String>,
     /// Turn a postcard result payload into JSON (`Ok` when the flag is true, else `Err`).
@@ -114,7 +114,7 @@ where
 }
 
 /// Encode a typed result into an [`Outcome`].
-pub fn encode_result<S: Service>(result: &Result<S::Ok, S::Err>) -> Outcome {
+pub(crate) fn encode_result<S: Service>(result: &Result<S::Ok, S::Err>) -> Outcome {
     let encoded = match result {
         Ok(v) => crate::wire::to_vec(v).map(Outcome::Ok),
         Err(e) => crate::wire::to_vec(e).map(Outcome::Err),
@@ -158,7 +158,7 @@ where
 /// is an empty object, and integral floats are integers (`7.0` is `7`: JSON Schema counts
 /// it as an integer, and a client may write every number as a float), as the gateway has
 /// always read a body. Fails with a message that says why the JSON is not valid.
-pub fn json_value_of_args(bytes: &[u8]) -> Result<serde_json::Value, String> {
+pub(crate) fn json_value_of_args(bytes: &[u8]) -> Result<serde_json::Value, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Value::Object(serde_json::Map::new()));
     }

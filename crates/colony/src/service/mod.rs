@@ -7,7 +7,7 @@
 //! gets, and postcard ⇄ JSON conversion of its results), `named_args` ([`NamedArgs`]: a
 //! JSON object of named arguments into an argument tuple), `named_json` (the same, straight
 //! from the bytes) and `schema` (probing a type for its JSON schema). Their public items
-//! are re-exported here, so every path stays `colony::service::…`. Promises: a service's
+//! are re-exported here, so every path stays `service::…` inside the crate. Promises: a service's
 //! id is its index in the table, identical in every process started from the same binary
 //! (the handshake's build fingerprint guards that). Must not touch: sockets, the runtime,
 //! or any state that changes after start-up.
@@ -32,10 +32,13 @@ mod tests;
 
 #[cfg(feature = "gateway")]
 pub(crate) use entry::integral_floats_to_integers;
-pub use entry::{ServiceEntry, encode_result, entry, json_value_of_args};
-pub use named_args::NamedArgs;
+#[cfg(test)]
+use entry::json_value_of_args;
+pub use entry::{ServiceEntry, entry};
+pub(crate) use named_args::NamedArgs;
+pub use registry::SERVICES;
 pub(crate) use registry::not_found;
-pub use registry::{SERVICES, by_id, find, registry, resolve, resolve_module};
+pub(crate) use registry::{by_id, find, registry, resolve, resolve_module};
 pub use schema::{SchemaProbe, ViaAnySchema, ViaJsonSchema};
 
 /// A boxed, sendable future: what a service body becomes so that services may call each

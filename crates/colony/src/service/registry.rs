@@ -15,7 +15,7 @@ use super::ServiceEntry;
 pub static SERVICES: [ServiceEntry];
 
 /// The table sorted by name, so ids do not depend on link order quirks.
-pub fn registry() -> &'static [&'static ServiceEntry] {
+pub(crate) fn registry() -> &'static [&'static ServiceEntry] {
     static SORTED: OnceLock<Vec<&'static ServiceEntry>> = OnceLock::new();
     SORTED.get_or_init(|| {
         let mut all: Vec<&'static ServiceEntry> = SERVICES.iter().collect();
@@ -26,7 +26,7 @@ pub fn registry() -> &'static [&'static ServiceEntry] {
 }
 
 /// Find a service by its full name.
-pub fn find(name: &str) -> Option<&'static ServiceEntry> {
+pub(crate) fn find(name: &str) -> Option<&'static ServiceEntry> {
     let table = registry();
     table
         .binary_search_by(|e| e.name.cmp(name))
@@ -37,7 +37,7 @@ pub fn find(name: &str) -> Option<&'static ServiceEntry> {
 /// Find a service by its full name or by any unique suffix of its path on a `::` boundary
 /// (`checkout`, `shop::checkout` or `myapp::shop::checkout`): the names people type. The
 /// error says what there is, or which services an ambiguous suffix could mean.
-pub fn resolve(name: &str) -> Result<&'static ServiceEntry, String> {
+pub(crate) fn resolve(name: &str) -> Result<&'static ServiceEntry, String> {
     let name = name.trim();
     if let Some(entry) = find(name) {
         return Ok(entry);
@@ -56,7 +56,7 @@ pub fn resolve(name: &str) -> Result<&'static ServiceEntry, String> {
 
 /// The full module path that `module` names, exactly or as a unique suffix, among the
 /// modules of this binary's services (`shop` for `myapp::shop::checkout`).
-pub fn resolve_module(module: &str) -> Result<String, String> {
+pub(crate) fn resolve_module(module: &str) -> Result<String, String> {
     let module = module.trim();
     let mut modules: Vec<&str> = Vec::new();
     for entry in registry() {
@@ -118,7 +118,7 @@ pub(crate) fn not_found(name: &str) -> String {
 }
 
 /// Find a service by its id.
-pub fn by_id(id: u32) -> Option<&'static ServiceEntry> {
+pub(crate) fn by_id(id: u32) -> Option<&'static ServiceEntry> {
     registry().get(id as usize).copied()
 }
 

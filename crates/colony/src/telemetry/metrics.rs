@@ -595,7 +595,7 @@ fn render_instance(out: &mut String) {
 }
 
 /// The most a request to the metrics listener may send before its blank line.
-pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// How long a client of the metrics listener has to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -603,7 +603,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serve `GET /metrics` ([`render`]) and `GET /healthz` (`ok`, or 503 `draining` once a
 /// host of this process drains) on `listener` until `shutdown` resolves. One request per
 /// connection; anything else gets 404 or 405.
-pub async fn serve(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

@@ -23,7 +23,7 @@
 //! | `COLONY_METRICS_ADDR` | where `/metrics` and `/healthz` are served (`--metrics`; `off` for none) |
 
 mod log;
-pub mod metrics;
+pub(crate) mod metrics;
 mod otlp;
 mod trace;
 

@@ -55,7 +55,7 @@ impl Default for ConnectionConfig {
 /// Why a connection could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// The stream failed.
     #[error("i/o error during the handshake: {0}")]
     Io(#[from] io::Error),
@@ -96,7 +96,7 @@ pub(crate) trait Handler: Send + Sync + 'static {
 
 /// One multiplexed connection to a peer.
 #[derive(Clone)]
-pub struct Connection {
+pub(crate) struct Connection {
     pub(super) shared: Arc<Shared>,
 }
 
@@ -111,8 +111,6 @@ pub(super) struct Shared {
     /// The peer's id for each service, by this build's service id (the peer runs the same
     /// build, but it may host, or be believed to host, only some services).
     remote_ids_by_local: Vec<Option<u32>>,
-    /// This build's id of a service, by name.
-    id_of: fn(&str) -> Option<u32>,
     /// Frames waiting for the writer task; appended by anyone, drained in one write.
     out: Mutex<BytesMut>,
     /// Wakes the writer when `out` gains frames.
@@ -224,7 +222,6 @@ impl Connection {
             remote,
             identity,
             remote_ids_by_local,
-            id_of: ids.id_of,
             out: Mutex::new(BytesMut::with_capacity(16 * 1024)),
             out_ready: Notify::new(),
             pending: Mutex::new(Pending::default()),
@@ -245,24 +242,18 @@ impl Connection {
     }
 
     /// The peer's address, as dialed or accepted.
-    pub fn peer(&self) -> &str {
+    pub(crate) fn peer(&self) -> &str {
         &self.shared.peer
     }
 
     /// Who the peer proved to be, when its stream was [`Authenticated`].
-    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+    pub(crate) fn peer_identity(&self) -> Option<&PeerIdentity> {
         self.shared.identity.as_ref()
     }
 
     /// The peer's instance id, from its handshake.
-    pub fn remote_instance(&self) -> &str {
+    pub(crate) fn remote_instance(&self) -> &str {
         &self.shared.remote.instance
-    }
-
-    /// The peer's id for service `name`, if it hosts it.
-    pub fn remote_service_id(&self, name: &str) -> Option<u32> {
-        // The peer runs this build (the handshake checked), so it names services alike.
-        (self.shared.id_of)(name).and_then(|local| self.remote_id_of(local))
     }
 
     /// The peer's id for the service whose id in this build is `local`, if it hosts it.
@@ -275,18 +266,18 @@ impl Connection {
     }
 
     /// The names of the services the peer hosts.
-    pub fn remote_services(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn remote_services(&self) -> impl Iterator<Item = &str> {
         self.shared.remote.services.iter().map(|(n, _)| n.as_str())
     }
 
     /// Whether the connection can still carry new calls.
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         !self.shared.closed.load(Ordering::Acquire)
             && !self.shared.going_away.load(Ordering::Acquire)
     }
 
     /// Whether the connection is dead.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
     }
 
@@ -358,7 +349,7 @@ impl Connection {
     }
 
     /// Close the connection, failing every parked call with `reason`.
-    pub fn close(&self, reason: &str) {
+    pub(crate) fn close(&self, reason: &str) {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;
         }

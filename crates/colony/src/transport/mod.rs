@@ -5,7 +5,7 @@
 //! submodules by job: `tcp` and `memory` (the two built-in transports), `connection`
 //! ([`Connection`], one per peer pair, with its reader and writer tasks) and `in_flight`
 //! (the calls parked on a connection and their deadlines). Their public items are
-//! re-exported here, so every path stays `colony::transport::…`.
+//! re-exported here, so every path stays `transport::…` (and `colony::control::transport::…` outside).
 //! Promises: every frame leaves through one writer task that batches whatever is queued
 //! into one write; one reader task wakes each parked call by its request id; a connection
 //! that sends a malformed or oversized frame is closed alone, with the reason logged.
@@ -34,7 +34,8 @@ mod tcp;
 #[cfg(test)]
 mod tests;
 
-pub use connection::{Connection, ConnectionConfig, HandshakeError};
+pub use connection::ConnectionConfig;
+pub(crate) use connection::{Connection, HandshakeError};
 pub(crate) use connection::{Handler, LocalIds, RequestError};
 pub use memory::{MemoryListener, MemoryNetwork};
 pub use tcp::{TcpDialer, TcpListener};

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use colony::CallError;
-use colony::control::{Host, HostConfig, Peer, Router, serve, with_router};
-use colony::security::{
+use colony::control::security::{
     Ca, CallerPolicy, CertLifetime, IssuedCert, ListenerStats, MutualTls, Refusal,
 };
-use colony::transport::Dialer;
+use colony::control::transport::Dialer;
+use colony::control::{Host, HostConfig, Peer, Router, serve, with_router};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -105,7 +105,7 @@ async fn instance(
         .bind("127.0.0.1:0", &names, callers)
         .await
         .expect("listens");
-    let addr = colony::transport::Listener::local_addr(&listener);
+    let addr = colony::control::transport::Listener::local_addr(&listener);
     let stats = listener.stats();
     let router = Router::builder(Arc::new(tls.dialer()))
         .hosted(names.iter().copied())
@@ -225,16 +225,16 @@ fn raw_client(
 
 /// A Colony handshake frame, as a client would send first.
 fn hello_frame() -> Vec<u8> {
-    let hello = colony::wire::Hello {
-        protocol: colony::wire::PROTOCOL_VERSION,
+    let hello = colony::control::wire::Hello {
+        protocol: colony::control::wire::PROTOCOL_VERSION,
         fingerprint: colony::control::fingerprint().to_owned(),
         instance: "intruder".to_owned(),
         services: Vec::new(),
     };
     let mut out = bytes::BytesMut::new();
-    colony::wire::encode(
+    colony::control::wire::encode(
         &mut out,
-        &colony::wire::Header::new(colony::wire::Kind::Hello, 0),
+        &colony::control::wire::Header::new(colony::control::wire::Kind::Hello, 0),
         &hello.to_payload(),
     );
     out.to_vec()
@@ -540,8 +540,8 @@ async fn openssl_without_a_client_certificate_fails_the_handshake() {
 }
 
 /// What a control-link listener saw on one connection: the first line, if any.
-async fn first_line(listener: &mut colony::security::TlsListener) -> Option<String> {
-    use colony::transport::Listener;
+async fn first_line(listener: &mut colony::control::security::TlsListener) -> Option<String> {
+    use colony::control::transport::Listener;
     let (stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
         .await
         .expect("the instance dials within 30s")
@@ -549,7 +549,7 @@ async fn first_line(listener: &mut colony::security::TlsListener) -> Option<Stri
     let mut reader = tokio::io::BufReader::new(stream);
     tokio::time::timeout(
         Duration::from_secs(30),
-        colony::discovery::read_line(&mut reader),
+        colony::control::discovery::read_line(&mut reader),
     )
     .await
     .expect("the line, or the end of the stream, within 30s")
@@ -559,8 +559,8 @@ async fn first_line(listener: &mut colony::security::TlsListener) -> Option<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_registers_only_with_the_orchestrator_of_its_cluster() {
-    use colony::discovery::{OrchestratorConfig, Registration, spawn_link};
-    use colony::security::{ROLE_GATEWAY, ROLE_ORCHESTRATOR};
+    use colony::control::discovery::{OrchestratorConfig, Registration, spawn_link};
+    use colony::control::security::{ROLE_GATEWAY, ROLE_ORCHESTRATOR};
 
     let ca = Arc::new(Ca::generate(APP).expect("a CA"));
     let me = name("open");
@@ -597,7 +597,7 @@ async fn an_instance_registers_only_with_the_orchestrator_of_its_cluster() {
         .bind("127.0.0.1:0", &[], CallerPolicy::new())
         .await
         .expect("listens");
-    let task = link(colony::transport::Listener::local_addr(&listener));
+    let task = link(colony::control::transport::Listener::local_addr(&listener));
     for _ in 0..2 {
         assert_eq!(
             first_line(&mut listener).await,
@@ -619,7 +619,7 @@ async fn an_instance_registers_only_with_the_orchestrator_of_its_cluster() {
         .bind("127.0.0.1:0", &[], CallerPolicy::new())
         .await
         .expect("listens");
-    let task = link(colony::transport::Listener::local_addr(&listener));
+    let task = link(colony::control::transport::Listener::local_addr(&listener));
     let line = first_line(&mut listener).await.expect("a registration");
     assert!(line.contains(r#""type":"register""#), "{line}");
     assert!(line.contains(&me), "{line}");
