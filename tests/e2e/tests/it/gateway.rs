@@ -4,20 +4,17 @@
 //!
 //! Every process runs with `COLONY_TLS=off`: these tests are about HTTP, not certificates.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use colony::testing::{Process, Processes, wait_until};
 use serde_json::{Value, json};
 
-const APP: &str = env!("CARGO_BIN_EXE_colony-e2e");
-
-fn svc(name: &str) -> String {
-    format!("colony_e2e::services::{name}")
-}
+use crate::support::{APP, LOG_WAIT, serve, wait_for_log, with_peers};
 
 /// The shop's services, one instance's worth.
 const SHOP: &[&str] = &[
@@ -31,148 +28,22 @@ const SHOP: &[&str] = &[
     "shop::ops::explode",
 ];
 
-/// A process of the fixture app; killed when dropped.
-struct Proc {
-    child: Child,
-    /// The address it printed: where it listens, or where its gateway does.
-    addr: String,
-    /// Lines of its log (stderr), as they arrive.
-    log: mpsc::Receiver<String>,
+/// The fixture app with TLS off.
+fn app() -> Processes {
+    Processes::plaintext(APP)
 }
 
-impl Proc {
-    fn start(args: &[String], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(APP);
-        cmd.args(args)
-            .env("COLONY_TLS", "off")
-            .env("COLONY_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("the fixture app starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (log_tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = log_tx.send(line);
-            }
-        });
-        let mut lines = BufReader::new(stdout).lines();
-        let mut addr = None;
-        // `serve` prints where it listens; `gateway` where its gateway listens; `run` both.
-        while let Some(Ok(line)) = lines.next() {
-            if let Some(a) = line.strip_prefix("colony: gateway on http://") {
-                addr = Some(a.to_owned());
-                break;
-            }
-            if let Some(a) = line.strip_prefix("colony: listening on ")
-                && args.first().is_some_and(|r| r == "serve")
-            {
-                addr = Some(a.to_owned());
-                break;
-            }
-        }
-        let addr = addr.unwrap_or_else(|| panic!("{args:?} printed no address"));
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, addr, log }
-    }
-
-    /// An instance hosting `services`, with `peers` for the services it calls.
-    fn instance(services: &[&str], peers: &[(&str, &str)]) -> Proc {
-        Proc::instance_on("127.0.0.1:0", services, peers)
-    }
-
-    fn instance_on(listen: &str, services: &[&str], peers: &[(&str, &str)]) -> Proc {
-        let names: Vec<String> = services.iter().map(|s| svc(s)).collect();
-        let mut args = vec![
-            "serve".to_owned(),
-            "--service".to_owned(),
-            names.join(","),
-            "--listen".to_owned(),
-            listen.to_owned(),
-            "--threads".to_owned(),
-            "2".to_owned(),
-        ];
-        for (pattern, addr) in peers {
-            args.push("--peer".to_owned());
-            args.push(format!("{}={addr}", svc(pattern)));
-        }
-        Proc::start(&args, &[])
-    }
-
-    /// A gateway in front of `peers`, with extra flags.
-    fn gateway(peers: &[(&str, &str)], flags: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut args = vec![
-            "gateway".to_owned(),
-            "--http".to_owned(),
-            "127.0.0.1:0".to_owned(),
-            "--threads".to_owned(),
-            "2".to_owned(),
-        ];
-        for (pattern, addr) in peers {
-            args.push("--peer".to_owned());
-            args.push(format!("{}={addr}", svc(pattern)));
-        }
-        args.extend(flags.iter().map(|f| (*f).to_owned()));
-        Proc::start(&args, env)
-    }
-
-    /// Wait until a log line contains `needle`.
-    fn wait_for_log(&self, needle: &str) {
-        self.wait_for_log_with(&[needle]);
-    }
-
-    /// Wait until one log line contains every one of `needles`.
-    fn wait_for_log_with(&self, needles: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) if needles.iter().all(|n| line.contains(n)) => return,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with all of {needles:?} within 30s"),
-            }
-        }
-    }
-
-    /// Whether a log line that arrived by now contains `needle`.
-    fn logged(&self, needle: &str) -> bool {
-        self.log.try_iter().any(|line| line.contains(needle))
-    }
-
-    fn signal(&self, sig: i32) {
-        // Through the `kill` command: the workspace forbids unsafe code, so no libc::kill.
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit within 30s"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+/// An instance hosting `services`, with `peers` for the services it calls.
+fn instance(services: &[&str], peers: &[(&str, &str)]) -> Process {
+    serve(&app(), "127.0.0.1:0", services, peers, &["--threads", "2"])
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A gateway in front of `peers`, with extra flags and environment.
+fn gateway(peers: &[(&str, &str)], flags: &[&str], env: &[(&str, &str)]) -> Process {
+    let app = env.iter().fold(app(), |app, (k, v)| app.env(k, v));
+    let flags: Vec<&str> = ["--threads", "2"].iter().chain(flags).copied().collect();
+    with_peers(peers, |peers| app.gateway(peers, &flags))
+        .unwrap_or_else(|e| panic!("the gateway starts: {e}"))
 }
 
 /// An HTTP answer.
@@ -269,18 +140,21 @@ fn post(addr: &str, path: &str, body: &str) -> Answer {
 /// The shop on two instances (`seen` and `unit_price` on the second, so that calls cross
 /// processes), and a gateway in front.
 struct Shop {
-    gateway: Proc,
-    _front: Proc,
-    _back: Proc,
+    gateway: Process,
+    _front: Process,
+    _back: Process,
 }
 
 fn shop(flags: &[&str], env: &[(&str, &str)]) -> Shop {
-    let back = Proc::instance(&["shop::seen", "shop::unit_price"], &[]);
-    let front = Proc::instance(
+    let back = instance(&["shop::seen", "shop::unit_price"], &[]);
+    let front = instance(
         SHOP,
-        &[("shop::seen", &back.addr), ("shop::unit_price", &back.addr)],
+        &[
+            ("shop::seen", back.addr()),
+            ("shop::unit_price", back.addr()),
+        ],
     );
-    let gateway = Proc::gateway(&[("shop::*", &front.addr)], flags, env);
+    let gateway = gateway(&[("shop::*", front.addr())], flags, env);
     Shop {
         gateway,
         _front: front,
@@ -291,7 +165,7 @@ fn shop(flags: &[&str], env: &[(&str, &str)]) -> Shop {
 #[test]
 fn every_route_shape_round_trips_typed_values() {
     let shop = shop(&[], &[("COLONY_LOG", "info,colony::gateway=debug")]);
-    let gw = &shop.gateway.addr;
+    let gw = shop.gateway.addr();
 
     // Path parameter (a string that looks like a number stays a string) and query
     // (strings become the arguments' types: a u32, an enum).
@@ -363,7 +237,7 @@ fn every_route_shape_round_trips_typed_values() {
         a.json(),
         json!({"request_id": "req-e2e-1", "inner_request_id": "req-e2e-1", "inner_attempt": 0})
     );
-    shop.gateway.wait_for_log_with(&["req-e2e-1", "answered"]);
+    wait_for_log(&shop.gateway, &["req-e2e-1", "answered"]);
     // Without one, the gateway makes one up.
     let a = get(gw, "/whoami");
     let id = a.header("x-request-id").expect("an id").to_owned();
@@ -436,17 +310,20 @@ fn each_bad_input_gets_its_status_and_message_and_the_gateway_keeps_serving() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead_addr = dead.local_addr().expect("addr").to_string();
     drop(dead); // nothing listens there
-    let back = Proc::instance(&["shop::seen", "shop::unit_price"], &[]);
-    let front = Proc::instance(
+    let back = instance(&["shop::seen", "shop::unit_price"], &[]);
+    let front = instance(
         SHOP,
-        &[("shop::seen", &back.addr), ("shop::unit_price", &back.addr)],
+        &[
+            ("shop::seen", back.addr()),
+            ("shop::unit_price", back.addr()),
+        ],
     );
-    let gateway = Proc::gateway(
-        &[("shop::*", &front.addr), ("basic::echo", &dead_addr)],
+    let gateway = gateway(
+        &[("shop::*", front.addr()), ("basic::echo", &dead_addr)],
         &["--http-max-body", "1024", "--http-header-timeout", "500ms"],
         &[],
     );
-    let gw = &gateway.addr;
+    let gw = gateway.addr();
 
     // Clients that send nothing, or their headers too slowly, hold nothing for long.
     let mut silent = TcpStream::connect(gw).expect("connects");
@@ -575,21 +452,28 @@ fn each_bad_input_gets_its_status_and_message_and_the_gateway_keeps_serving() {
 
 #[test]
 fn past_the_limit_of_requests_in_flight_a_request_gets_503_at_once() {
-    let instance = Proc::instance(&["shop::ops::nap"], &[]);
-    let gateway = Proc::gateway(
-        &[("shop::ops::nap", &instance.addr)],
+    let instance = instance(&["shop::ops::nap"], &[]);
+    let gateway = gateway(
+        &[("shop::ops::nap", instance.addr())],
         &["--http-max-concurrent", "2"],
         &[],
     );
-    let gw = gateway.addr.clone();
+    let gw = gateway.addr().to_owned();
     let naps: Vec<_> = (0..2)
         .map(|_| {
             let gw = gw.clone();
             std::thread::spawn(move || post(&gw, "/ops/nap", r#"{"ms": 3000}"#))
         })
         .collect();
-    instance.wait_for_log("nap started");
-    instance.wait_for_log("nap started");
+    wait_until("both naps started", LOG_WAIT, || {
+        let naps = instance
+            .log_lines()
+            .iter()
+            .filter(|line| line.contains("nap started"))
+            .count();
+        (naps >= 2).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let a = get(&gw, "/openapi.json");
     assert!(a.problem(503).contains("limit of 2 requests in flight"));
     for nap in naps {
@@ -600,14 +484,14 @@ fn past_the_limit_of_requests_in_flight_a_request_gets_503_at_once() {
 
 #[test]
 fn kill_9_of_the_instance_serving_a_request_mid_flight_still_answers_200() {
-    let a = Proc::instance(&["shop::ops::nap"], &[]);
-    let b = Proc::instance(&["shop::ops::nap"], &[]);
-    let gateway = Proc::gateway(
-        &[("shop::ops::nap", &a.addr), ("shop::ops::nap", &b.addr)],
+    let a = instance(&["shop::ops::nap"], &[]);
+    let b = instance(&["shop::ops::nap"], &[]);
+    let gateway = gateway(
+        &[("shop::ops::nap", a.addr()), ("shop::ops::nap", b.addr())],
         &[],
         &[],
     );
-    let gw = gateway.addr.clone();
+    let gw = gateway.addr().to_owned();
     let request = std::thread::spawn(move || {
         http(
             &gw,
@@ -618,18 +502,17 @@ fn kill_9_of_the_instance_serving_a_request_mid_flight_still_answers_200() {
         )
     });
     // Whichever instance started the nap is killed mid-flight.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (victim, survivor) = loop {
-        if a.logged("nap started") {
-            break (&a, &b);
+    let (victim, survivor) = wait_until("an instance started the nap", LOG_WAIT, || {
+        if a.logged(&["nap started"]) {
+            Some((&a, &b))
+        } else if b.logged(&["nap started"]) {
+            Some((&b, &a))
+        } else {
+            None
         }
-        if b.logged("nap started") {
-            break (&b, &a);
-        }
-        assert!(Instant::now() < deadline, "no instance started the nap");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    victim.signal(9);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(victim.signal("KILL"));
     let answer = request.join().expect("joins");
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("x-request-id"), Some("kill-1"));
@@ -639,28 +522,26 @@ fn kill_9_of_the_instance_serving_a_request_mid_flight_still_answers_200() {
         "re-run once, and the service was told: {nap}"
     );
     assert_eq!(nap["request_id"], "kill-1", "with the same request id");
-    survivor.wait_for_log("nap started");
+    wait_for_log(survivor, &["nap started"]);
     // The gateway's log line about the retry names the request.
-    gateway.wait_for_log_with(&["retrying on another instance", "kill-1"]);
+    wait_for_log(&gateway, &["retrying on another instance", "kill-1"]);
 }
 
 #[test]
 fn steady_load_with_three_random_kills_loses_no_request() {
-    let instances: Vec<Proc> = (0..4)
-        .map(|_| Proc::instance(&["shop::ops::nap"], &[]))
-        .collect();
+    let instances: Vec<Process> = (0..4).map(|_| instance(&["shop::ops::nap"], &[])).collect();
     let peers: Vec<(&str, &str)> = instances
         .iter()
-        .map(|i| ("shop::ops::nap", i.addr.as_str()))
+        .map(|i| ("shop::ops::nap", i.addr()))
         .collect();
-    let gateway = Proc::gateway(&peers, &[], &[]);
+    let gateway = gateway(&peers, &[], &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..6)
         .map(|_| {
             let (gw, stop, ok, failures) = (
-                gateway.addr.clone(),
+                gateway.addr().to_owned(),
                 stop.clone(),
                 ok.clone(),
                 failures.clone(),
@@ -686,7 +567,7 @@ fn steady_load_with_three_random_kills_loses_no_request() {
         }
     };
     // Kill three instances at random moments, in a random order.
-    let mut alive: Vec<&Proc> = instances.iter().collect();
+    let mut alive: Vec<&Process> = instances.iter().collect();
     let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     for _ in 0..3 {
         seed ^= seed << 13;
@@ -694,7 +575,7 @@ fn steady_load_with_three_random_kills_loses_no_request() {
         seed ^= seed << 17;
         progress(10 + seed % 40);
         let victim = alive.remove((seed % alive.len() as u64) as usize);
-        victim.signal(9);
+        assert!(victim.signal("KILL"));
     }
     progress(50);
     stop.store(true, Ordering::Relaxed);
@@ -713,20 +594,23 @@ fn steady_load_with_three_random_kills_loses_no_request() {
 
 #[test]
 fn run_serves_the_gateway_in_the_same_process() {
-    let mut app = Proc::start(
-        &[
-            "run".to_owned(),
-            "--listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
-            "--http".to_owned(),
-            "127.0.0.1:0".to_owned(),
-        ],
-        &[],
-    );
-    let a = get(&app.addr, "/price/7?qty=3");
+    // `run` prints where its instance listens, then where its gateway does.
+    let mut app = app()
+        .start(
+            &[
+                "run".to_owned(),
+                "--listen".to_owned(),
+                "127.0.0.1:0".to_owned(),
+                "--http".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ],
+            "colony: gateway on http://",
+        )
+        .unwrap_or_else(|e| panic!("the fixture app starts: {e}"));
+    let a = get(app.addr(), "/price/7?qty=3");
     assert_eq!(a.json()["total_cents"], 465, "{}", a.body);
     let a = http(
-        &app.addr,
+        app.addr(),
         "GET",
         "/whoami",
         &[("x-request-id", "in-process")],
@@ -734,15 +618,16 @@ fn run_serves_the_gateway_in_the_same_process() {
     );
     assert_eq!(a.json()["inner_request_id"], "in-process", "{}", a.body);
     let a = http(
-        &app.addr,
+        app.addr(),
         "POST",
         "/ops/nap",
         &[("x-colony-timeout", "100ms")],
         r#"{"ms": 60000}"#,
     );
     a.problem(504);
-    app.signal(15);
-    assert!(app.wait_exit().success());
+    assert!(app.signal("TERM"));
+    let status = app.wait_exit(LOG_WAIT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success());
 }
 
 /// schemathesis generates requests from `/openapi.json` — valid and invalid ones — and
@@ -760,8 +645,8 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
         );
         return;
     }
-    let back = Proc::instance(&["shop::seen", "shop::unit_price"], &[]);
-    let front = Proc::instance(
+    let back = instance(&["shop::seen", "shop::unit_price"], &[]);
+    let front = instance(
         &[
             "shop::price",
             "shop::order",
@@ -770,16 +655,19 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
             "shop::whoami",
             "basic::echo",
         ],
-        &[("shop::seen", &back.addr), ("shop::unit_price", &back.addr)],
+        &[
+            ("shop::seen", back.addr()),
+            ("shop::unit_price", back.addr()),
+        ],
     );
-    let gateway = Proc::gateway(
-        &[("shop::*", &front.addr), ("basic::echo", &front.addr)],
+    let gateway = gateway(
+        &[("shop::*", front.addr()), ("basic::echo", front.addr())],
         &[],
         &[],
     );
     let out = Command::new("schemathesis")
         .arg("run")
-        .arg(format!("http://{}/openapi.json", gateway.addr))
+        .arg(format!("http://{}/openapi.json", gateway.addr()))
         // The fault-injection routes (slow, failing on purpose) and the tracing test's
         // chain (whose instances this test does not start) are not part of the API here.
         .args(["--exclude-path-regex", "^/(ops|trail)/"])
