@@ -5,7 +5,7 @@
 //! slow and blocking handlers for deadlines, draining and kills.
 //!
 //! `cargo test -p colony-e2e` runs the same call suite in-process, over the in-memory
-//! transport and over TCP (`src/suite.rs`), then as real processes (`tests/processes.rs`).
+//! transport and over TCP (`src/suite.rs`), then as real processes (`tests/it/processes.rs`).
 
 // Services are `pub` as in a library; in a binary nothing is reachable from outside.
 #![allow(unreachable_pub)]

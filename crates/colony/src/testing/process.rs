@@ -27,8 +27,8 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a started process has to print where it listens.
@@ -40,7 +40,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Processes {
     exe: PathBuf,
     env: Vec<(OsString, OsString)>,
-    ca_dir: Option<PathBuf>,
+    ca_dir: Option<Arc<TempDir>>,
+}
+
+/// A directory made for the test run, removed when the last [`Processes`] holding it goes.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Processes {
@@ -78,7 +88,7 @@ impl Processes {
     }
 
     fn with_ca_dir(mut self, dir: PathBuf) -> Processes {
-        self.ca_dir = Some(dir);
+        self.ca_dir = Some(Arc::new(TempDir(dir)));
         self
     }
 
@@ -92,7 +102,7 @@ impl Processes {
 
     /// The directory of the run's cluster CA (`None` with TLS off).
     pub fn ca_dir(&self) -> Option<&Path> {
-        self.ca_dir.as_deref()
+        self.ca_dir.as_deref().map(|dir| dir.0.as_path())
     }
 
     /// The binary.
@@ -193,8 +203,17 @@ impl Processes {
                         return Ok(process);
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    // Standard output closed: the process is exiting. Once it has, its
+                    // stderr is closed too: wait (briefly) for its last lines, which
+                    // usually say why it exited.
+                    if e == mpsc::RecvTimeoutError::Disconnected {
+                        let _ = process.wait_exit(Duration::from_secs(2));
+                    }
                     let status = process.child.try_wait().ok().flatten();
+                    if status.is_some() {
+                        process.drain_log(Duration::from_secs(2));
+                    }
                     let log = process.log_lines().join("\n");
                     return Err(std::io::Error::other(format!(
                         "`{} {}` printed no `{announce}…` line within {START_TIMEOUT:?} \
@@ -285,6 +304,35 @@ impl Process {
             log.seen.push(line);
         }
         log.seen.clone()
+    }
+
+    /// Take every log line still to come until the process's stderr closes, for at most
+    /// `within`.
+    fn drain_log(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(line) = log
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            log.seen.push(line);
+        }
+    }
+
+    /// Wait until `count` log lines (counting those already written) contain every one
+    /// of `needles`: for a test that waits for the second time something happens.
+    pub fn wait_for_lines(
+        &self,
+        needles: &[&str],
+        count: usize,
+        within: Duration,
+    ) -> Result<(), String> {
+        let matches = |line: &String| needles.iter().all(|n| line.contains(n));
+        wait_until(
+            &format!("{count} log lines with {needles:?}"),
+            within,
+            || (self.log_lines().iter().filter(|l| matches(l)).count() >= count).then_some(()),
+        )
     }
 
     /// Whether a log line so far contains every one of `needles`.
