@@ -108,6 +108,9 @@ struct HttpArgs {
     /// How long a client may take to send a request's headers.
     #[arg(long, env = "COLONY_HTTP_HEADER_TIMEOUT", value_parser = crate::config::duration, default_value = "10s")]
     http_header_timeout: Duration,
+    /// How long a client may take to send a request's body once its head is in.
+    #[arg(long, env = "COLONY_HTTP_BODY_TIMEOUT", value_parser = crate::config::duration, default_value = "10s")]
+    http_body_timeout: Duration,
     /// The largest request body, in bytes.
     #[arg(long, env = "COLONY_HTTP_MAX_BODY", default_value_t = 1 << 20)]
     http_max_body: usize,
@@ -138,6 +141,7 @@ impl HttpArgs {
         }
         Ok(crate::gateway::GatewayConfig {
             header_read_timeout: self.http_header_timeout,
+            body_read_timeout: self.http_body_timeout,
             max_body: self.http_max_body,
             max_concurrent: self.http_max_concurrent,
             retry: crate::retry::RetryPolicy::default()

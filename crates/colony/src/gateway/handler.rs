@@ -205,16 +205,6 @@ impl Gateway {
     {
         let inner = &*self.inner;
         let path = parts.uri.path();
-        let Ok(_permit) = inner.in_flight.try_acquire() else {
-            return Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the gateway is at its limit of {} requests in flight; retry later",
-                    inner.config.max_concurrent
-                ),
-            )
-            .into_response(path);
-        };
         let (target, params) = match inner.api.lookup(&parts.method, path) {
             Lookup::Found(target, params) => (target, params),
             Lookup::WrongMethod(allowed) => {
@@ -322,17 +312,40 @@ impl Gateway {
         if announced.is_some_and(|n| n > max as u64) {
             return Err(too_large());
         }
-        let body = match read_body(body, max).await {
-            Ok(bytes) => bytes,
-            Err(BodyError::TooLarge) => return Err(too_large()),
-            Err(BodyError::Read(e)) => {
+        // A client that sends its head and then its body slowly, or never, holds nothing
+        // but its connection for at most the body timeout: the in-flight permit is taken
+        // only once the request can run.
+        let body_timeout = inner.config.body_read_timeout;
+        let body = match tokio::time::timeout(body_timeout, read_body(body, max)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(BodyError::TooLarge)) => return Err(too_large()),
+            Ok(Err(BodyError::Read(e))) => {
                 return Err(Problem::bad_request(format!(
                     "the body could not be read: {e}"
                 )));
             }
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {}; send it whole, or raise \
+                         --http-body-timeout",
+                        crate::config::format_duration(body_timeout)
+                    ),
+                ));
+            }
         };
         let payload = route::payload(route, params, parts.uri.query(), &body)
             .map_err(Problem::bad_request)?;
+        let Ok(_permit) = inner.in_flight.try_acquire() else {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the gateway is at its limit of {} requests in flight; retry later",
+                    inner.config.max_concurrent
+                ),
+            ));
+        };
         let mut attempts = inner.retrier.begin(Some(deadline));
         let reply = loop {
             let attempt = attempts.number();

@@ -72,6 +72,9 @@ pub struct GatewayConfig {
     /// HTTP/1 connection on which no complete request head comes for this long, while no
     /// request is in flight, is closed within a quarter of it more.
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body, once its head is in
+    /// (default 10 s): past it the request gets 408 and holds nothing.
+    pub body_read_timeout: Duration,
     /// The largest request body, in bytes; past it, 413.
     pub max_body: usize,
     /// Requests in flight past which new ones get 503 at once.
@@ -86,6 +89,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
             max_concurrent: 4096,
             retry: RetryPolicy::default(),

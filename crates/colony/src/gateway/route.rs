@@ -403,9 +403,7 @@ pub(super) fn gather_args(
         let Some(spec) = route.args.iter().find(|a| a.name == *key) else {
             continue;
         };
-        let value = percent_encoding::percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| format!("path parameter `{key}` is not UTF-8 once percent-decoded"))?;
+        let value = percent_decode(raw).map_err(|why| format!("path parameter `{key}` {why}"))?;
         args.insert(spec.name.to_owned(), coerce(&value, spec));
     }
     let mut args = Value::Object(args);
@@ -428,11 +426,31 @@ fn coerce(value: &str, spec: &ArgSpec) -> Value {
 }
 
 fn decode_query(s: &str) -> Result<String, String> {
-    let spaced = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
+    percent_decode(&s.replace('+', " ")).map_err(|why| format!("query parameter `{s}` {why}"))
+}
+
+/// `raw` percent-decoded, strictly: a `%` not followed by two hex digits, and bytes that
+/// are not UTF-8 once decoded, are refused (400), never passed through as they came.
+fn percent_decode(raw: &str) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    if let Some(at) = bytes.iter().enumerate().position(|(i, &b)| {
+        b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    }) {
+        let bad: String = raw[at..].chars().take(3).collect();
+        return Err(format!(
+            "has `{bad}`, which is not percent-encoding: write a `%` as `%25`, and a byte as `%` \
+             and two hex digits"
+        ));
+    }
+    let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| format!("query parameter `{s}` is not UTF-8 once percent-decoded"))
+        .map_err(|_| "is not UTF-8 once percent-decoded".to_owned())?;
+    if decoded.contains('\0') {
+        return Err("contains a NUL character".to_owned());
+    }
+    Ok(decoded.into_owned())
 }
 
 fn kind(v: &Value) -> &'static str {

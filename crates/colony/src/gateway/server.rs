@@ -107,18 +107,18 @@ pub async fn serve_with<H, Fut, S>(
             // The first bytes, and the handshake, must come within the header timeout too:
             // the HTTP/1-or-2 detection waits for them with no timer of its own.
             let start = async move {
-                let mut first = [0u8; 3];
-                let n = stream.peek(&mut first).await.ok().filter(|&n| n > 0)?;
-                // HTTP/2 with prior knowledge has no header timeout, as with hyper's own.
-                let http2 = first[..n] == *b"PRI";
-                Some((handshake(stream).await.ok()?, http2))
+                let mut first = [0u8; 1];
+                stream.peek(&mut first).await.ok().filter(|&n| n > 0)?;
+                handshake(stream).await.ok()
             };
-            let Ok(Some((stream, http2))) = tokio::time::timeout(header_timeout, start).await
-            else {
+            let Ok(Some(stream)) = tokio::time::timeout(header_timeout, start).await else {
                 tracing::debug!(%peer, "HTTP connection closed: nothing, or no handshake, in time");
                 return;
             };
-            let idle = (!http2).then(|| IdleWatch::new(activity, header_timeout));
+            // HTTP/1: no request head for a header timeout cuts the connection off. HTTP/2:
+            // the same until its first request (a client that sends the preface and stops
+            // is cut off); then its own keep-alive pings take over.
+            let idle = Some(IdleWatch::new(activity, header_timeout));
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             match drain.watch(conn, |c| c.graceful_shutdown(), idle).await {
                 Some(Ok(())) => {}
@@ -236,7 +236,8 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Requests answered so far.
     answered: AtomicU64,
-    /// The connection turned out to be HTTP/2, which has no header timeout.
+    /// The connection turned out to be HTTP/2: once its first request is in, it has no
+    /// header timeout (its keep-alive pings find dead peers).
     http2: AtomicBool,
 }
 

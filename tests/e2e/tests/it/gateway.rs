@@ -474,12 +474,92 @@ fn past_the_limit_of_requests_in_flight_a_request_gets_503_at_once() {
         (naps >= 2).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let a = get(&gw, "/openapi.json");
+    let a = post(&gw, "/ops/nap", r#"{"ms": 1}"#);
     assert!(a.problem(503).contains("limit of 2 requests in flight"));
+    // Pages that call no service are served at the limit too.
+    assert_eq!(get(&gw, "/openapi.json").status, 200);
     for nap in naps {
         assert_eq!(nap.join().expect("joins").status, 200);
     }
-    assert_eq!(get(&gw, "/openapi.json").status, 200);
+    assert_eq!(post(&gw, "/ops/nap", r#"{"ms": 1}"#).status, 200);
+}
+
+/// Regression (robustness issue, item 1): requests whose head is complete and whose body
+/// never comes held every in-flight permit for as long as their connections stayed open,
+/// so every other request got 503.
+#[test]
+fn slow_bodies_hold_no_permit_and_get_408_after_the_body_timeout() {
+    let instance = instance(&["shop::ops::nap"], &[]);
+    let gateway = gateway(
+        &[("shop::ops::nap", instance.addr())],
+        &["--http-max-concurrent", "4", "--http-body-timeout", "1s"],
+        &[],
+    );
+    let gw = gateway.addr().to_owned();
+    // Twice the limit of slow bodies: heads complete, 100 bytes announced, none sent.
+    let slow: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&gw).expect("connects");
+            let head =
+                format!("POST /ops/nap HTTP/1.1\r\nhost: {gw}\r\ncontent-length: 100\r\n\r\n");
+            stream.write_all(head.as_bytes()).expect("writes the head");
+            stream
+        })
+        .collect();
+    // A well-behaved client is served meanwhile.
+    for _ in 0..5 {
+        assert_eq!(post(&gw, "/ops/nap", r#"{"ms": 1}"#).status, 200);
+    }
+    // Each slow body gets 408 problem+json once the body timeout passes.
+    for mut stream in slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let answer = read_answer(&mut stream);
+        assert!(
+            answer.problem(408).contains("did not arrive within 1s"),
+            "{answer:?}"
+        );
+    }
+}
+
+/// Regression (robustness issue, item 8): invalid percent-encoding and a NUL were passed
+/// through to the service instead of refused.
+#[test]
+fn bad_percent_encoding_and_nul_are_400_problems() {
+    let shop = shop(&[], &[]);
+    let gw = shop.gateway.addr();
+    for path in [
+        "/price/%zz",
+        "/price/a%2",
+        "/price/%00",
+        "/price/%FF",
+        "/price/x?qty=%g1",
+    ] {
+        let detail = get(gw, path).problem(400);
+        assert!(!detail.is_empty(), "{path}");
+    }
+    assert!(get(gw, "/price/%zz").problem(400).contains("%25"));
+}
+
+/// Regression (robustness issue, item 2): an h2c client that sent the connection preface
+/// and stopped was never cut off.
+#[test]
+fn an_http2_preface_with_no_request_is_cut_off_after_the_header_timeout() {
+    let gateway = gateway(&[], &["--http-header-timeout", "1s"], &[]);
+    let mut stream = TcpStream::connect(gateway.addr()).expect("connects");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("writes the preface");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    // The server's SETTINGS may come first; the connection must then close.
+    let closed = stream.read_to_end(&mut sink).is_ok();
+    assert!(closed, "the connection was not closed within 30 s");
+    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 #[test]

@@ -270,3 +270,14 @@ fn path_parameters_are_listed() {
     assert!(path_params("/a").is_empty());
     assert_eq!(default_path("shop::cart::add"), "/shop/cart/add");
 }
+
+#[test]
+fn percent_decoding_is_strict() {
+    assert_eq!(super::percent_decode("a%20b"), Ok("a b".to_owned()));
+    assert_eq!(super::percent_decode("%E2%9C%93"), Ok("✓".to_owned()));
+    for bad in ["%zz", "%", "a%2", "%g0", "%00", "%FF"] {
+        let err = super::percent_decode(bad).expect_err(bad);
+        assert!(!err.is_empty(), "{bad}");
+    }
+    assert!(super::percent_decode("%zz").is_err_and(|e| e.contains("%25")));
+}
