@@ -74,6 +74,7 @@ pub(crate) fn service(service: &Service) -> TokenStream {
             &[#(#names),*],
             #options,
             __colony_schemas,
+            __colony_error_status,
         )
     );
     let arg_schemas = types.iter().map(|ty| schema_of(ty));
@@ -131,6 +132,17 @@ pub(crate) fn service(service: &Service) -> TokenStream {
             #[::colony::__private::linkme::distributed_slice(::colony::__private::SERVICES)]
             #[linkme(crate = ::colony::__private::linkme)]
             static __COLONY_ENTRY: ::colony::__private::ServiceEntry = #entry_call;
+
+            // The status of an encoded error of the service's own type, when that type
+            // implements `HttpError` (autoref: the fallback answers `None`).
+            fn __colony_error_status(
+                bytes: &[u8],
+            ) -> ::core::option::Option<::colony::__private::ErrorStatus> {
+                #[allow(unused_imports)]
+                use ::colony::__private::{ViaHttpError as _, ViaNoHttpError as _};
+                let err: #err = ::colony::__private::decode(bytes).ok()?;
+                (&&::colony::__private::StatusProbe::<#err>::new()).colony_status(&err)
+            }
 
             fn __colony_schemas(
                 g: &mut ::colony::__private::SchemaGenerator,

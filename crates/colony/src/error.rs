@@ -229,6 +229,71 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// The HTTP status the gateway answers an error of this kind with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::DeadlineExceeded => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// How a service's own error type answers at the HTTP gateway: its status, and optionally
+/// its problem type (the `type` of the `application/problem+json` answer).
+///
+/// [`ServiceError`] implements it from its [`ErrorKind`]. Implement it for your own error
+/// type so that the gateway answers 404 or 409 rather than 500; without it, an error of
+/// your type is a 500 whose body carries the error as JSON.
+///
+/// ```
+/// use colony::{CallError, HttpError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// pub enum BookError {
+///     NoSuchBook(String),
+///     Unavailable(String),
+/// }
+///
+/// impl From<CallError> for BookError {
+///     fn from(err: CallError) -> Self {
+///         BookError::Unavailable(err.to_string())
+///     }
+/// }
+///
+/// impl HttpError for BookError {
+///     fn http_status(&self) -> u16 {
+///         match self {
+///             BookError::NoSuchBook(_) => 404,
+///             BookError::Unavailable(_) => 503,
+///         }
+///     }
+/// }
+/// assert_eq!(BookError::NoSuchBook("dune".into()).http_status(), 404);
+/// ```
+pub trait HttpError {
+    /// The HTTP status, 400 to 599 (anything else answers 500).
+    fn http_status(&self) -> u16;
+
+    /// A problem type (a URI, or a short tag such as `"out-of-stock"`); `None` answers
+    /// `about:blank`.
+    fn problem_type(&self) -> Option<String> {
+        None
+    }
+}
+
+impl HttpError for ServiceError {
+    fn http_status(&self) -> u16 {
+        self.kind.http_status()
+    }
+}
+
 /// A ready-made, serializable error for services.
 ///
 /// ```

@@ -137,7 +137,7 @@ mod wire;
 pub use app::main;
 #[doc = include_str!("docs/microservice.md")]
 pub use colony_macros::microservice;
-pub use error::{CallError, Error, ErrorKind, FailedCall, Result, ServiceError};
+pub use error::{CallError, Error, ErrorKind, FailedCall, HttpError, Result, ServiceError};
 
 /// For deployers and tools: hosting services and routing calls by hand, the cluster's
 /// security, the orchestrator's protocol, telemetry and the gateway. App authors do not
@@ -237,9 +237,11 @@ pub mod control {
 pub mod __private {
     pub use crate::call::invoke;
     pub use crate::service::{
-        BoxFuture, Options, SERVICES, SchemaProbe, Schemas, Service, ServiceEntry, ViaAnySchema,
-        ViaJsonSchema, assert_error, assert_wire, entry,
+        BoxFuture, ErrorStatus, Options, SERVICES, SchemaProbe, Schemas, Service, ServiceEntry,
+        StatusProbe, ViaAnySchema, ViaHttpError, ViaJsonSchema, ViaNoHttpError, assert_error,
+        assert_wire, entry,
     };
     pub use linkme;
+    pub use postcard::from_bytes as decode;
     pub use schemars::{Schema, SchemaGenerator};
 }

@@ -379,7 +379,11 @@ impl Gateway {
                 }
             },
             Ok(Reply::Err(bytes)) => match (entry.result_to_json)(&bytes, false) {
-                Ok(value) => Err(problem::from_service_error(entry.name, value)),
+                Ok(value) => Err(problem::from_service_error(
+                    entry.name,
+                    value,
+                    (entry.error_status)(&bytes),
+                )),
                 Err(reason) => {
                     tracing::error!(request_id, service = entry.name, %reason, "the error could not be shown as JSON");
                     Err(Problem::new(

@@ -12,6 +12,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::error::{CallError, ErrorKind};
+use crate::service::ErrorStatus;
 
 /// An error answer.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub(super) struct Problem {
     pub(super) error: Option<Value>,
     /// `Allow`, for 405.
     pub(super) allow: Option<String>,
+    /// The problem type a service's error names (`HttpError::problem_type`).
+    pub(super) problem_type: Option<String>,
 }
 
 impl Problem {
@@ -34,6 +37,7 @@ impl Problem {
             service: None,
             error: None,
             allow: None,
+            problem_type: None,
         }
     }
 
@@ -49,7 +53,7 @@ impl Problem {
     /// The answer, for the request at `instance` with id `request_id`.
     pub(super) fn into_response(self, instance: &str) -> Response<Full<Bytes>> {
         let mut body = json!({
-            "type": "about:blank",
+            "type": self.problem_type.as_deref().unwrap_or("about:blank"),
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
@@ -84,23 +88,20 @@ impl Problem {
 
 /// The status of a [`ErrorKind`].
 pub(super) fn status_of_kind(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// The answer for a service's own error, given as JSON.
+/// The answer for a service's own error, given as JSON, with the status its type gives it
+/// ([`crate::HttpError`]; `None` when the type has none).
 ///
 /// A [`crate::ServiceError`] (`{"kind": ..., "message": ...}`) takes the status of its kind
-/// and its message as the detail. Any other error type gets 500, with its value under
-/// `error` and, as the detail, its `message` field or the value itself when it is a string.
-pub(super) fn from_service_error(service: &'static str, value: Value) -> Problem {
+/// and its message as the detail. Another error type takes its `HttpError` status, else 500,
+/// with its value under `error` and its `message` field (if it has one) as the detail.
+pub(super) fn from_service_error(
+    service: &'static str,
+    value: Value,
+    status: Option<ErrorStatus>,
+) -> Problem {
     let kind = value
         .get("kind")
         .cloned()
@@ -115,11 +116,16 @@ pub(super) fn from_service_error(service: &'static str, value: Value) -> Problem
             Problem::new(status_of_kind(kind), message).for_service(service)
         }
         (_, message) => {
+            let code = status
+                .as_ref()
+                .and_then(|s| StatusCode::from_u16(s.status).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut p = Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                code,
                 message.unwrap_or_else(|| format!("service `{service}` returned an error")),
             )
             .for_service(service);
+            p.problem_type = status.and_then(|s| s.problem_type);
             p.error = Some(value);
             p
         }
@@ -179,15 +185,29 @@ mod tests {
     #[test]
     fn service_errors_take_the_status_of_their_kind() {
         let err = serde_json::to_value(ServiceError::not_found("no sku a1")).expect("json");
-        let p = from_service_error("shop::price", err);
+        let p = from_service_error("shop::price", err, None);
         assert_eq!(p.status, StatusCode::NOT_FOUND);
         assert_eq!(p.detail, "no sku a1");
         assert!(p.error.is_none());
 
-        let p = from_service_error("shop::price", json!("out of stock"));
+        let p = from_service_error("shop::price", json!("out of stock"), None);
         assert_eq!(p.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(p.detail, "out of stock");
         assert_eq!(p.error, Some(json!("out of stock")));
+    }
+
+    #[test]
+    fn an_error_type_with_an_http_status_answers_with_it() {
+        let status = ErrorStatus {
+            status: 409,
+            problem_type: Some("out-of-stock".to_owned()),
+        };
+        let value = json!({"OutOfStock": {"sku": "a1"}});
+        let p = from_service_error("shop::price", value.clone(), Some(status));
+        assert_eq!(p.status, StatusCode::CONFLICT);
+        assert_eq!(p.error, Some(value));
+        let body = p.into_response("/price/a1").into_body();
+        let _ = body;
     }
 
     #[test]

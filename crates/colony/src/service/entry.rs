@@ -42,6 +42,9 @@ pub struct ServiceEntry {
     pub ok_to_json_bytes: fn(&[u8]) -> Result<Vec<u8>, String>,
     /// JSON schemas of the arguments and results.
     pub schemas: fn(&mut SchemaGenerator) -> Schemas,
+    /// The HTTP status of an encoded error of the service's own type, when that type
+    /// implements [`crate::HttpError`].
+    pub error_status: fn(&[u8]) -> Option<super::ErrorStatus>,
     /// The id, found once in the sorted table.
     id: OnceLock<u32>,
 }
@@ -74,6 +77,7 @@ pub const fn entry<S: Service>(
     arg_names: &'static [&'static str],
     options: Options,
     schemas: fn(&mut SchemaGenerator) -> Schemas,
+    error_status: fn(&[u8]) -> Option<super::ErrorStatus>,
 ) -> ServiceEntry
 where
     S::Args: NamedArgs,
@@ -88,6 +92,7 @@ where
         result_to_json: result_to_json::<S>,
         ok_to_json_bytes: ok_to_json_bytes::<S>,
         schemas,
+        error_status,
         id: OnceLock::new(),
     }
 }

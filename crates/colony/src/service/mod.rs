@@ -39,7 +39,10 @@ pub(crate) use named_args::NamedArgs;
 pub use registry::SERVICES;
 pub(crate) use registry::not_found;
 pub(crate) use registry::{by_id, find, registry, resolve, resolve_module};
-pub use schema::{SchemaProbe, ViaAnySchema, ViaJsonSchema};
+pub use schema::{
+    ErrorStatus, SchemaProbe, StatusProbe, ViaAnySchema, ViaHttpError, ViaJsonSchema,
+    ViaNoHttpError,
+};
 
 /// A boxed, sendable future: what a service body becomes so that services may call each
 /// other in cycles (`a` calls `b` calls `a`) without an infinitely sized future type.

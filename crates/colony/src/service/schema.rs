@@ -59,3 +59,64 @@ impl<T: ?Sized> ViaAnySchema for SchemaProbe<T> {
         })
     }
 }
+
+/// How a service's own error answers at the gateway, from its [`crate::HttpError`] impl.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorStatus {
+    /// The HTTP status (400 to 599).
+    pub status: u16,
+    /// The problem type, if the error names one.
+    pub problem_type: Option<String>,
+}
+
+/// Probe for an error type's [`crate::HttpError`] impl: [`ViaHttpError`] when it has one,
+/// [`ViaNoHttpError`] (no status: the gateway answers 500) otherwise. Used by generated code
+/// as `(&&StatusProbe::<E>::new()).colony_status(&err)`.
+pub struct StatusProbe<T: ?Sized>(std::marker::PhantomData<T>);
+
+impl<T: ?Sized> std::fmt::Debug for StatusProbe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusProbe")
+    }
+}
+
+impl<T: ?Sized> StatusProbe<T> {
+    /// A probe for `T`.
+    pub const fn new() -> Self {
+        StatusProbe(std::marker::PhantomData)
+    }
+}
+
+impl<T: ?Sized> Default for StatusProbe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The status of an error type that implements [`crate::HttpError`].
+pub trait ViaHttpError<T: ?Sized> {
+    /// The error's status, when it is one the gateway can answer.
+    fn colony_status(&self, err: &T) -> Option<ErrorStatus>;
+}
+
+impl<T: crate::HttpError + ?Sized> ViaHttpError<T> for &StatusProbe<T> {
+    fn colony_status(&self, err: &T) -> Option<ErrorStatus> {
+        let status = err.http_status();
+        (400..=599).contains(&status).then(|| ErrorStatus {
+            status,
+            problem_type: err.problem_type(),
+        })
+    }
+}
+
+/// The fallback for an error type without [`crate::HttpError`]: no status (500).
+pub trait ViaNoHttpError<T: ?Sized> {
+    /// Always `None`.
+    fn colony_status(&self, err: &T) -> Option<ErrorStatus>;
+}
+
+impl<T: ?Sized> ViaNoHttpError<T> for StatusProbe<T> {
+    fn colony_status(&self, _err: &T) -> Option<ErrorStatus> {
+        None
+    }
+}

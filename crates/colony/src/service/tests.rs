@@ -28,6 +28,7 @@ macro_rules! test_service {
             &[$($name),*],
             Options::DEFAULT,
             no_schemas,
+            |_| None,
         );
         impl Service for $service {
             type Args = $args;

@@ -32,6 +32,7 @@ static PROBE: ServiceEntry = crate::service::entry::<Probe>(
     &["sku", "qty"],
     crate::service::Options::DEFAULT,
     probe_schemas,
+    |_| None,
 );
 
 // The same arguments behind a route that a matcher cannot take apart.
@@ -44,6 +45,7 @@ static ODD: ServiceEntry = crate::service::entry::<Probe>(
         ..crate::service::Options::DEFAULT
     },
     probe_schemas,
+    |_| None,
 );
 
 // Its default route is `POST /probe/price`: taken again by an explicit route.
@@ -56,6 +58,7 @@ static TWIN: ServiceEntry = crate::service::entry::<Probe>(
         ..crate::service::Options::DEFAULT
     },
     probe_schemas,
+    |_| None,
 );
 
 fn probe_schemas(generator: &mut schemars::SchemaGenerator) -> crate::service::Schemas {
