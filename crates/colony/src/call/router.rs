@@ -335,6 +335,11 @@ impl Router {
             .await
             .map_err(|e| match e {
                 RequestError::Deadline => deadline_exceeded(),
+                RequestError::Backlogged { queued, limit } => CallError::Unreachable {
+                    service: entry.name.to_owned(),
+                    addr: conn.peer().to_owned(),
+                    reason: format!("nothing was sent: {queued} bytes wait for the peer to read them (limit {limit}); it reads slower than it is sent to"),
+                },
                 RequestError::Closed(reason) => {
                     endpoint.record_failure();
                     CallError::ConnectionLost {

@@ -34,7 +34,7 @@ mod tcp;
 #[cfg(test)]
 mod tests;
 
-pub use connection::{Connection, ConnectionConfig, HandshakeError};
+pub use connection::{Connection, ConnectionConfig, DEFAULT_MAX_QUEUED, HandshakeError};
 pub(crate) use connection::{Handler, LocalIds, RequestError};
 pub use memory::{MemoryListener, MemoryNetwork};
 pub use tcp::{TcpDialer, TcpListener};
