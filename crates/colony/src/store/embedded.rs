@@ -61,8 +61,9 @@ struct Shared {
     /// The open database; `None` while the writer reopens it after a failed commit (redb
     /// opens a file once per process, so the old handle must go before the new one).
     db: RwLock<Option<Arc<redb::Database>>>,
-    /// Set by a failed commit, cleared by the next commit that succeeds (a batch's, or the
-    /// probe of a reopened file).
+    /// Set by a failed commit, cleared by the next write that commits. Not by the probe of
+    /// a reopened file: that commit may fit in pages the file already has while the disk
+    /// is still full.
     unhealthy: AtomicBool,
     /// The file to reopen; `None` for a store in memory, which has nothing to reopen.
     path: Option<PathBuf>,
@@ -149,8 +150,9 @@ impl Embedded {
         })
     }
 
-    /// Whether the store cannot write now: its last commit failed, and none has succeeded
-    /// since (the writer is reopening the file).
+    /// Whether the store cannot write now: its last commit of writes failed, and none has
+    /// succeeded since. A store that gets no writes keeps saying so until its next write
+    /// commits.
     pub(crate) fn is_unhealthy(&self) -> bool {
         self.shared.unhealthy.load(Ordering::Relaxed)
     }
@@ -318,7 +320,6 @@ fn reopen(shared: &Shared, writes: &mpsc::Receiver<Write>) -> bool {
         match open_and_probe(path) {
             Ok(db) => {
                 *shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
-                shared.unhealthy.store(false, Ordering::Relaxed);
                 tracing::info!(store = %shared.place, tries, "the store reopened its file and writes again");
                 return true;
             }

@@ -277,8 +277,9 @@ impl Durable {
 }
 
 /// Whether this process's durable tier cannot write now: the embedded file's last commit
-/// failed (a full disk, say) and none has succeeded since, while its writer reopens the
-/// file. Writes meanwhile fail with `Unavailable` (503, retryable); reads may too, while
+/// of writes failed (a full disk, say) and none has succeeded since; its writer reopens
+/// the file meanwhile, and a store that gets no writes keeps saying so until its next
+/// write commits. Writes meanwhile fail with `Unavailable` (503, retryable); reads may too, while
 /// the file is closed. `false` when this process does not host the store, or keeps it in
 /// PostgreSQL (whose own health is the database's).
 ///
