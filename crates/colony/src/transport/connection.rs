@@ -5,7 +5,10 @@
 //! hands each to the parked call it answers or to the [`Handler`] (the host), closing,
 //! and cancelling a call whose caller gave up. Promises: no frame is sent after the
 //! connection closed; closing fails every parked call with the reason; a malformed frame,
-//! or a second handshake, closes this connection alone, with the reason logged. Must not
+//! or a second handshake, closes this connection alone, with the reason logged; what waits
+//! to be written never passes `max_queued` (requests past it fail, replies are dropped),
+//! and a peer that reads none of it for `write_timeout`, or stalls mid-frame for
+//! `frame_read_timeout`, is disconnected (see [`ConnectionConfig`]). Must not
 //! touch: the meaning of payloads (`call` and `host` own that), or how parked calls are
 //! kept and timed out (`in_flight` owns that).
 
