@@ -338,7 +338,10 @@ impl Router {
                 RequestError::Backlogged { queued, limit } => CallError::Unreachable {
                     service: entry.name.to_owned(),
                     addr: conn.peer().to_owned(),
-                    reason: format!("nothing was sent: {queued} bytes wait for the peer to read them (limit {limit}); it reads slower than it is sent to"),
+                    reason: format!(
+                        "nothing was sent: {queued} bytes already wait for it to read them \
+                         (limit {limit}), so it reads slower than calls are sent to it"
+                    ),
                 },
                 RequestError::Closed(reason) => {
                     endpoint.record_failure();

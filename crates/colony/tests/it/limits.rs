@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use colony::ErrorKind;
 use colony::control::{Host, HostConfig, Peer, Router, serve, with_router};
 use colony::transport::{ConnectionConfig, Listener, TcpDialer, TcpListener};
 use colony::wire::{self, Decoder, Header, Hello, Kind};
@@ -27,9 +28,19 @@ mod svc {
     pub(crate) async fn double(x: u64) -> Result<u64, ServiceError> {
         Ok(x * 2)
     }
+
+    /// Takes a large argument, so that few calls fill a connection's out-buffer.
+    #[microservice]
+    pub(crate) async fn weigh(bytes: Vec<u8>) -> Result<u64, ServiceError> {
+        Ok(bytes.len() as u64)
+    }
 }
 
+/// These tests read the process's memory, so they run one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const DOUBLE: &str = "it::limits::svc::double";
+const WEIGH: &str = "it::limits::svc::weigh";
 const MIB: usize = 1024 * 1024;
 
 /// An instance serving `double` over TCP until dropped.
@@ -177,6 +188,7 @@ async fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_from_a_peer_that_never_reads_keep_memory_within_the_out_buffer_bound() {
+    let _one = ONE_AT_A_TIME.lock().await;
     // A write timeout far off: this test watches the bound alone.
     let inst = instance(config(
         MIB,
@@ -214,6 +226,7 @@ async fn pings_from_a_peer_that_never_reads_keep_memory_within_the_out_buffer_bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_sends_requests_and_never_reads_is_disconnected_after_the_write_timeout() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let inst = instance(config(MIB, Duration::from_secs(1), Duration::from_secs(30))).await;
     let (stream, service) = handshake(&inst.addr).await;
     let before = rss();
@@ -241,6 +254,7 @@ async fn a_peer_that_sends_requests_and_never_reads_is_disconnected_after_the_wr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_announce_a_large_frame_and_stall_are_disconnected() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let inst = instance(config(
         64 * MIB,
         Duration::from_secs(30),
@@ -276,4 +290,68 @@ async fn peers_that_announce_a_large_frame_and_stall_are_disconnected() {
         );
     }
     served(&inst.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_peer_never_reads_is_refused_at_the_bound_with_nothing_sent() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // A peer that answers the handshake as a host of `weigh`, then never reads.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("an address").to_string();
+    let deaf = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("a caller");
+        let hello = Hello {
+            protocol: wire::PROTOCOL_VERSION,
+            fingerprint: colony::control::fingerprint().to_owned(),
+            instance: "deaf".to_owned(),
+            services: vec![(WEIGH.to_owned(), 0)],
+        };
+        let mut out = BytesMut::new();
+        wire::encode(&mut out, &Header::new(Kind::Hello, 0), &hello.to_payload());
+        stream.write_all(&out).await.expect("sends its hello");
+        std::future::pending::<()>().await;
+        drop(stream);
+    });
+    let router = Router::builder(Arc::new(TcpDialer))
+        .peers([Peer {
+            pattern: WEIGH.to_owned(),
+            addr: addr.clone(),
+        }])
+        .connection(config(
+            1024 * 1024,
+            Duration::from_secs(3600),
+            Duration::from_secs(30),
+        ))
+        .build()
+        .expect("router");
+    // Calls park until their deadline; keep adding them until the out-buffer is full.
+    let mut calls = tokio::task::JoinSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let refused = 'calls: loop {
+        for _ in 0..16 {
+            calls.spawn(with_router(router.clone(), svc::weigh(vec![1; 64 * 1024])));
+        }
+        // Every call waits for a reply that never comes, until one finds no room.
+        if let Some(done) = calls.try_join_next() {
+            match done.expect("a call") {
+                // A service's caller sees the `CallError` as a `ServiceError` of its kind.
+                Err(e) if e.kind() == ErrorKind::Unavailable => break 'calls e.to_string(),
+                other => panic!("a call to a peer that reads nothing: {other:?}"),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} calls and none refused",
+            calls.len()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert!(
+        refused.contains("could not be reached: nothing was sent"),
+        "{refused}"
+    );
+    calls.abort_all();
+    deaf.abort();
 }
