@@ -171,8 +171,8 @@ pub mod control {
     /// Streams between instances: how they are dialed and accepted.
     pub mod transport {
         pub use crate::transport::{
-            AcceptFuture, Authenticated, BoxStream, ConnectionConfig, Dialer, Listener,
-            MemoryListener, MemoryNetwork, PeerIdentity, Stream, TcpDialer, TcpListener,
+            AcceptFuture, Authenticated, BoxStream, ConnectionConfig, DEFAULT_MAX_QUEUED, Dialer,
+            Listener, MemoryListener, MemoryNetwork, PeerIdentity, Stream, TcpDialer, TcpListener,
         };
     }
 

@@ -352,6 +352,14 @@ impl Router {
             .await
             .map_err(|e| match e {
                 RequestError::Deadline => deadline_exceeded(),
+                RequestError::Backlogged { queued, limit } => CallError::Unreachable {
+                    service: entry.name.to_owned(),
+                    addr: conn.peer().to_owned(),
+                    reason: format!(
+                        "nothing was sent: {queued} bytes already wait for it to read them \
+                         (limit {limit}), so it reads slower than calls are sent to it"
+                    ),
+                },
                 RequestError::Closed(reason) => {
                     endpoint.record_failure();
                     CallError::ConnectionLost {

@@ -225,11 +225,11 @@ impl Durable {
         }
     }
 
-    async fn get(&self, key: Vec<u8>) -> Result<Option<(u64, Vec<u8>)>, String> {
+    async fn get(&self, key: Vec<u8>) -> Result<Option<(u64, Vec<u8>)>, ServiceError> {
         match self {
             Durable::Embedded(e) => e.get(key).await,
             #[cfg(feature = "store-postgres")]
-            Durable::Postgres(p) => p.get(&key).await,
+            Durable::Postgres(p) => p.get(&key).await.map_err(ServiceError::internal),
         }
     }
 
@@ -238,11 +238,14 @@ impl Durable {
         prefix: Vec<u8>,
         after: Option<Vec<u8>>,
         limit: usize,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, ServiceError> {
         let (entries, more) = match self {
             Durable::Embedded(e) => e.scan(prefix, after, limit, PAGE_BYTES).await,
             #[cfg(feature = "store-postgres")]
-            Durable::Postgres(p) => p.scan(&prefix, after.as_deref(), limit, PAGE_BYTES).await,
+            Durable::Postgres(p) => p
+                .scan(&prefix, after.as_deref(), limit, PAGE_BYTES)
+                .await
+                .map_err(ServiceError::internal),
         }?;
         Ok(Reply::Entries { entries, more })
     }
@@ -252,13 +255,42 @@ impl Durable {
         key: Vec<u8>,
         expect: Expect,
         value: Option<Vec<u8>>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, ServiceError> {
         match self {
             Durable::Embedded(e) => e.swap(key, expect, value).await,
             #[cfg(feature = "store-postgres")]
-            Durable::Postgres(p) => p.swap(&key, expect, value.as_deref()).await,
+            Durable::Postgres(p) => p
+                .swap(&key, expect, value.as_deref())
+                .await
+                .map_err(ServiceError::internal),
         }
     }
+
+    /// Whether it cannot write now (see [`is_unhealthy`]).
+    fn is_unhealthy(&self) -> bool {
+        match self {
+            Durable::Embedded(e) => e.is_unhealthy(),
+            #[cfg(feature = "store-postgres")]
+            Durable::Postgres(_) => false,
+        }
+    }
+}
+
+/// Whether this process's durable tier cannot write now: the embedded file's last commit
+/// of writes failed (a full disk, say) and none has succeeded since; its writer reopens
+/// the file meanwhile, and a store that gets no writes keeps saying so until its next
+/// write commits. Writes meanwhile fail with `Unavailable` (503, retryable); reads may too, while
+/// the file is closed. `false` when this process does not host the store, or keeps it in
+/// PostgreSQL (whose own health is the database's).
+///
+/// For the instance's heartbeat and health check, so that the orchestrator can tell that
+/// the store instance is up but cannot write; not wired there yet.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the heartbeat and health check will read it")
+)]
+pub(crate) fn is_unhealthy() -> bool {
+    DURABLE.get().is_some_and(Durable::is_unhealthy)
 }
 
 /// The durable tier of this process, opened on first use by the instance that hosts the
@@ -334,7 +366,6 @@ pub async fn serve(op: Op) -> Result<Reply, ServiceError> {
             store.swap(key, expect, value).await
         }
     }
-    .map_err(ServiceError::internal)
 }
 
 /// The app's store: tables of typed values, each with a version.
@@ -689,6 +720,7 @@ mod tests {
     #[tokio::test]
     async fn a_table_keeps_typed_values_with_versions() {
         assert!(super::open_in_memory());
+        assert!(!super::is_unhealthy(), "a store that writes is healthy");
         let t = Store::app().table::<(String, u32), Vec<String>>("typed");
         let key = ("a".to_owned(), 7);
         assert_eq!(t.get(&key).await, Ok(None));

@@ -5,14 +5,17 @@
 //! hands each to the parked call it answers or to the [`Handler`] (the host), closing,
 //! and cancelling a call whose caller gave up. Promises: no frame is sent after the
 //! connection closed; closing fails every parked call with the reason; a malformed frame,
-//! or a second handshake, closes this connection alone, with the reason logged. Must not
+//! or a second handshake, closes this connection alone, with the reason logged; what waits
+//! to be written never passes `max_queued` (requests past it fail, replies are dropped),
+//! and a peer that reads none of it for `write_timeout`, or stalls mid-frame for
+//! `frame_read_timeout`, is disconnected (see [`ConnectionConfig`]). Must not
 //! touch: the meaning of payloads (`call` and `host` own that), or how parked calls are
 //! kept and timed out (`in_flight` owns that).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Waker;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -24,14 +27,39 @@ use super::{Authenticated, BoxStream, PeerIdentity, lock};
 use crate::wire::{self, Decoder, Frame, Header, Hello, Kind, WireError};
 
 /// Limits and timeouts of a connection.
+///
+/// Together they bound what a peer can make a connection hold: at most `max_frame` (and
+/// only as much of it as has arrived) on the way in, at most `max_queued` on the way out,
+/// and no longer than `frame_read_timeout` / `write_timeout` for a peer that stops in the
+/// middle of a frame or stops reading.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct ConnectionConfig {
     /// The largest frame accepted (header and payload); larger ones close the connection.
+    /// Default [`wire::DEFAULT_MAX_FRAME`] (16 MiB). The read buffer grows as a frame's
+    /// bytes arrive, never to what its header announces ahead of them.
     pub max_frame: usize,
-    /// How long the peer has to complete the handshake.
+    /// How long the peer has to complete the handshake. Default 5 s.
     pub handshake_timeout: Duration,
+    /// The most bytes of frames waiting to be written to the peer (queued, and being
+    /// written). Default 64 MiB. A request whose frame would pass it fails at once with
+    /// `Unreachable` (nothing was sent; retryable); a reply, pong or cancel that would pass
+    /// it is dropped (its caller's deadline ends that call). A frame larger than this can
+    /// never be sent, so keep it above `max_frame`.
+    pub max_queued: usize,
+    /// How long frames may wait to be written while the peer reads nothing: past it, the
+    /// connection closes (its queued frames are dropped and its calls fail). Default 30 s.
+    /// A peer that reads slowly but steadily is not cut off: each write that makes progress
+    /// starts the wait again.
+    pub write_timeout: Duration,
+    /// How long the rest of a frame may take once its first byte arrived: past it, the
+    /// connection closes, with the reason logged. Default 30 s. An idle connection (between
+    /// frames) has no such limit.
+    pub frame_read_timeout: Duration,
 }
+
+/// The default of [`ConnectionConfig::max_queued`]: 64 MiB.
+pub const DEFAULT_MAX_QUEUED: usize = 64 * 1024 * 1024;
 
 /// How this build numbers its services, which the handshake maps to the peer's numbers.
 /// The caller knows the service table; the transport does not.
@@ -48,6 +76,9 @@ impl Default for ConnectionConfig {
         ConnectionConfig {
             max_frame: wire::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(5),
+            max_queued: DEFAULT_MAX_QUEUED,
+            write_timeout: Duration::from_secs(30),
+            frame_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -113,6 +144,15 @@ pub(super) struct Shared {
     remote_ids_by_local: Vec<Option<u32>>,
     /// Frames waiting for the writer task; appended by anyone, drained in one write.
     out: Mutex<BytesMut>,
+    /// Bytes the writer took out of `out` and has not finished writing: they count
+    /// against `max_queued` as well. Stored under `out`'s lock when a batch is taken.
+    writing: AtomicUsize,
+    /// The most bytes `out` and `writing` may hold together (`ConnectionConfig::max_queued`).
+    max_queued: usize,
+    /// How long the writer waits for the peer to read anything before closing.
+    write_timeout: Duration,
+    /// Whether a frame was dropped for want of room (logged once a connection).
+    dropped: AtomicBool,
     /// Wakes the writer when `out` gains frames.
     out_ready: Notify,
     /// Parked calls, by the slot their request id names.
@@ -223,6 +263,10 @@ impl Connection {
             identity,
             remote_ids_by_local,
             out: Mutex::new(BytesMut::with_capacity(16 * 1024)),
+            writing: AtomicUsize::new(0),
+            max_queued: config.max_queued,
+            write_timeout: config.write_timeout,
+            dropped: AtomicBool::new(false),
             out_ready: Notify::new(),
             pending: Mutex::new(Pending::default()),
             sweep: Notify::new(),
@@ -237,7 +281,15 @@ impl Connection {
         let conn = Connection { shared };
         let (reader, writer) = tokio::io::split(stream);
         tokio::spawn(write_loop(conn.clone(), writer));
-        tokio::spawn(read_loop(conn.clone(), reader, decoder, buf, handler));
+        let stall = config.frame_read_timeout;
+        tokio::spawn(read_loop(
+            conn.clone(),
+            reader,
+            decoder,
+            buf,
+            stall,
+            handler,
+        ));
         Ok(conn)
     }
 
@@ -281,18 +333,44 @@ impl Connection {
         self.shared.closed.load(Ordering::Acquire)
     }
 
-    /// Queue a frame for the writer. Returns false when the connection is closed.
+    /// Queue a frame for the writer. Returns false when it was not queued: the connection
+    /// is closed, or its out-buffer is full (`max_queued`) and the frame is dropped.
     pub(crate) fn send(&self, header: &Header, payload: &[u8]) -> bool {
         self.send_parts(header, &[payload])
     }
 
-    /// Queue a frame whose payload is the concatenation of `parts`.
+    /// Queue a frame whose payload is the concatenation of `parts`; see [`Connection::send`].
     pub(crate) fn send_parts(&self, header: &Header, parts: &[&[u8]]) -> bool {
-        if self.is_closed() {
-            return false;
+        match self.enqueue(header, parts) {
+            Queued::Yes => true,
+            Queued::Closed => false,
+            Queued::Full { .. } => {
+                if !self.shared.dropped.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        peer = %self.shared.peer,
+                        limit = self.shared.max_queued,
+                        "the peer reads slower than it is answered: dropping frames to it \
+                         (logged once a connection)"
+                    );
+                }
+                false
+            }
         }
+    }
+
+    /// Append a frame to the out-buffer, if the connection is open and the buffer has room.
+    fn enqueue(&self, header: &Header, parts: &[&[u8]]) -> Queued {
+        if self.is_closed() {
+            return Queued::Closed;
+        }
+        let len =
+            wire::LENGTH_LEN + wire::HEADER_LEN + parts.iter().map(|p| p.len()).sum::<usize>();
         let was_empty = {
             let mut out = lock(&self.shared.out);
+            let queued = out.len() + self.shared.writing.load(Ordering::Relaxed);
+            if queued + len > self.shared.max_queued {
+                return Queued::Full { queued };
+            }
             let was_empty = out.is_empty();
             wire::encode_parts(&mut out, header, parts);
             was_empty
@@ -300,7 +378,14 @@ impl Connection {
         if was_empty {
             self.shared.out_ready.notify_one();
         }
-        true
+        Queued::Yes
+    }
+
+    /// Bytes waiting to be written to the peer (queued, and being written).
+    #[cfg(test)]
+    pub(crate) fn queued_len(&self) -> usize {
+        let out = lock(&self.shared.out);
+        out.len() + self.shared.writing.load(Ordering::Relaxed)
     }
 
     /// Send a request and park until its reply, the connection's death, or `deadline`.
@@ -323,10 +408,18 @@ impl Connection {
             id,
             armed: true,
         };
-        if !self.send_parts(&header, parts) {
+        let refused = match self.enqueue(&header, parts) {
+            Queued::Yes => None,
+            Queued::Closed => Some(RequestError::Closed(self.close_reason())),
+            Queued::Full { queued } => Some(RequestError::Backlogged {
+                queued,
+                limit: self.shared.max_queued,
+            }),
+        };
+        if let Some(refused) = refused {
             guard.armed = false;
             lock(&self.shared.pending).abandon(id);
-            return Err(RequestError::Closed(self.close_reason()));
+            return Err(refused);
         }
         let reply = std::future::poll_fn(|cx| lock(&self.shared.pending).poll(id, cx)).await;
         // A call that ran out of time stays armed: dropping the guard sends `Cancel`.
@@ -400,6 +493,25 @@ pub(crate) enum RequestError {
     Closed(String),
     /// The deadline passed.
     Deadline,
+    /// Nothing was sent: the connection's out-buffer holds `queued` bytes the peer has not
+    /// read yet, and this frame would take it past `limit` (`ConnectionConfig::max_queued`).
+    Backlogged {
+        /// Bytes waiting to be written.
+        queued: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Whether [`Connection::enqueue`] queued a frame.
+enum Queued {
+    Yes,
+    /// The connection is closed.
+    Closed,
+    /// The out-buffer, holding `queued` bytes, has no room for the frame.
+    Full {
+        queued: usize,
+    },
 }
 
 /// A parked call; dropping it before its reply unparks it and cancels the remote work.
@@ -459,9 +571,17 @@ async fn read_frame(
     }
 }
 
-fn reserve_for_next(decoder: &Decoder, buf: &mut BytesMut) -> Result<(), WireError> {
-    let want = decoder.pending_len(buf)?.unwrap_or(0).max(buf.len() + 8192);
-    buf.reserve(want - buf.len());
+/// Make room in `buf` for the next read: at least 8 KiB, and for a frame that has begun, as
+/// much again as has arrived, up to its announced end. So a peer that announces a large
+/// frame and stalls makes the buffer hold about what it sent, not what it announced, while
+/// a large frame that does arrive costs amortised doubling, as a `Vec` does.
+pub(super) fn reserve_for_next(decoder: &Decoder, buf: &mut BytesMut) -> Result<(), WireError> {
+    const MIN_READ: usize = 8192;
+    let want = match decoder.pending_len(buf)? {
+        Some(total) if total > buf.len() => (total - buf.len()).min(buf.len().max(MIN_READ)),
+        _ => 0,
+    };
+    buf.reserve(want.max(MIN_READ));
     Ok(())
 }
 
@@ -485,15 +605,17 @@ async fn write_loop(conn: Connection, mut writer: tokio::io::WriteHalf<BoxStream
     let shared = &conn.shared;
     let mut spare = BytesMut::with_capacity(16 * 1024);
     let mut yielded = false;
-    loop {
+    let failed = loop {
         let batch = {
             let mut out = lock(&shared.out);
             spare.clear();
-            std::mem::replace(&mut *out, std::mem::take(&mut spare))
+            let batch = std::mem::replace(&mut *out, std::mem::take(&mut spare));
+            shared.writing.store(batch.len(), Ordering::Relaxed);
+            batch
         };
         if batch.is_empty() {
             if shared.closed.load(Ordering::Acquire) {
-                break;
+                break false;
             }
             if !yielded {
                 // Let tasks that are about to queue a frame do so, so that they share this
@@ -509,15 +631,63 @@ async fn write_loop(conn: Connection, mut writer: tokio::io::WriteHalf<BoxStream
             continue;
         }
         yielded = false;
-        if let Err(e) = writer.write_all(&batch).await {
-            conn.close(&format!("write to {} failed: {e}", shared.peer));
-            break;
+        if let Err(reason) = write_batch(&mut writer, &batch, shared.write_timeout).await {
+            let reason = format!("write to {} failed: {reason}", shared.peer);
+            tracing::warn!(peer = %shared.peer, "closing connection: {reason}");
+            conn.close(&reason);
+            break true;
         }
-        spare = batch;
+        shared.writing.store(0, Ordering::Relaxed);
+        // Keep the buffer for the next batch, unless a burst made it large.
+        spare = if batch.capacity() > KEEP_BUFFER {
+            BytesMut::with_capacity(16 * 1024)
+        } else {
+            batch
+        };
+    };
+    if failed {
+        // Nobody will read what is queued: free it now rather than with the last handle.
+        drop(std::mem::take(&mut *lock(&shared.out)));
+        shared.writing.store(0, Ordering::Relaxed);
+    } else {
+        // A peer that reads nothing could hold a TLS close up: bound it too.
+        let _ = tokio::time::timeout(shared.write_timeout, writer.shutdown()).await;
     }
-    let _ = writer.shutdown().await;
     shared.writer_done.store(true, Ordering::Release);
     shared.writer_exit.notify_waiters();
+}
+
+/// An out-buffer whose capacity passed this after a burst is given back once written.
+const KEEP_BUFFER: usize = 1024 * 1024;
+
+/// Write `batch` whole, failing when the peer reads nothing of it for `timeout`.
+///
+/// A write the socket takes at once (the usual case) arms no timer.
+async fn write_batch(
+    writer: &mut tokio::io::WriteHalf<BoxStream>,
+    batch: &[u8],
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut written = 0;
+    while written < batch.len() {
+        let mut write = std::pin::pin!(writer.write(&batch[written..]));
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let wrote = match first {
+            Poll::Ready(wrote) => wrote,
+            Poll::Pending => tokio::time::timeout(timeout, write).await.map_err(|_| {
+                format!(
+                    "the peer read nothing for {timeout:?} with {} bytes waiting for it",
+                    batch.len() - written
+                )
+            })?,
+        };
+        match wrote {
+            Ok(0) => return Err("the stream accepts no more bytes".to_owned()),
+            Ok(n) => written += n,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(
@@ -525,12 +695,21 @@ async fn read_loop(
     mut reader: tokio::io::ReadHalf<BoxStream>,
     decoder: Decoder,
     mut buf: BytesMut,
+    frame_read_timeout: Duration,
     handler: Option<Arc<dyn Handler>>,
 ) {
+    // Armed when a frame has begun and not ended: the rest must come before it fires.
+    let stall = tokio::time::sleep(Duration::ZERO);
+    let mut stall = std::pin::pin!(stall);
+    let mut in_frame = false;
     let reason = loop {
+        let mut completed = false;
         let decoded = loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => dispatch(&conn, frame, &handler),
+                Ok(Some(frame)) => {
+                    completed = true;
+                    dispatch(&conn, frame, &handler);
+                }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
@@ -539,6 +718,14 @@ async fn read_loop(
             tracing::warn!(peer = %conn.peer(), error = %e, "closing connection: malformed input");
             break format!("the peer sent a malformed frame: {e}");
         }
+        if buf.is_empty() {
+            in_frame = false;
+        } else if completed || !in_frame {
+            // A new frame began with the bytes just read.
+            in_frame = true;
+            let deadline = tokio::time::Instant::now() + frame_read_timeout;
+            stall.as_mut().reset(deadline);
+        }
         tokio::select! {
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => break "the peer closed the connection".to_owned(),
@@ -546,6 +733,14 @@ async fn read_loop(
                 Err(e) => break format!("read failed: {e}"),
             },
             _ = conn.shared.shutdown.notified() => break conn.close_reason(),
+            () = &mut stall, if in_frame => {
+                let reason = format!(
+                    "the peer sent {} bytes of a frame and not the rest within {frame_read_timeout:?}",
+                    buf.len()
+                );
+                tracing::warn!(peer = %conn.peer(), "closing connection: {reason}");
+                break reason;
+            }
         }
     };
     conn.close(&reason);

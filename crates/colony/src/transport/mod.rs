@@ -8,7 +8,10 @@
 //! re-exported here, so every path stays `transport::…` (and `colony::control::transport::…` outside).
 //! Promises: every frame leaves through one writer task that batches whatever is queued
 //! into one write; one reader task wakes each parked call by its request id; a connection
-//! that sends a malformed or oversized frame is closed alone, with the reason logged.
+//! that sends a malformed or oversized frame is closed alone, with the reason logged; so is
+//! one that stalls in the middle of a frame past `frame_read_timeout`, or reads nothing of
+//! what waits for it past `write_timeout`; what waits to be written to a peer never passes
+//! `max_queued` (see [`ConnectionConfig`] for the defaults).
 //! Must not touch: the meaning of payloads (the `call` and `host` modules own that).
 //!
 //! Anything that is `AsyncRead + AsyncWrite` can carry a connection, so TLS wraps the TCP
@@ -34,8 +37,8 @@ mod tcp;
 #[cfg(test)]
 mod tests;
 
-pub use connection::ConnectionConfig;
 pub(crate) use connection::{Connection, HandshakeError};
+pub use connection::{ConnectionConfig, DEFAULT_MAX_QUEUED};
 pub(crate) use connection::{Handler, LocalIds, RequestError};
 pub use memory::{MemoryListener, MemoryNetwork};
 pub use tcp::{TcpDialer, TcpListener};

@@ -78,7 +78,8 @@ fn imports(src: &Path) -> Graph {
         let named: Vec<String> = uses.iter().cloned().collect();
         for name in named {
             let real = match name.as_str() {
-                "Result" | "Error" | "CallError" | "ServiceError" | "ErrorKind" => "error",
+                "Result" | "Error" | "CallError" | "ServiceError" | "ErrorKind" | "FailedCall"
+                | "HttpError" => "error",
                 "main" => "app",
                 "microservice" | "self" => "",
                 _ => continue,
