@@ -1,0 +1,82 @@
+//! `colony deploy k8s`: the app's Kubernetes objects, printed or applied.
+//!
+//! Owns: gathering what the manifests need (the app's description and settings, its
+//! groups and storage, the cluster CA, the certificate lifetime) into `deploy::Options`,
+//! then printing the objects (`-o`) or handing them to `kube_apply`. Must not touch: what
+//! the objects are (`deploy`) or how they are applied (`kube_apply`).
+
+use anyhow::Context;
+
+use super::{app_name, describe_app, state_dir};
+use crate::{DeployTarget, OutputFormat, deploy, kube_apply, settings};
+
+pub(crate) async fn run(target: DeployTarget) -> anyhow::Result<()> {
+    let DeployTarget::K8s {
+        app,
+        namespace,
+        context,
+        image,
+        dry_run,
+        output,
+        certs,
+        platform,
+        load_balancer,
+        prune,
+        wait,
+        timeout,
+    } = target;
+    let (binary, path, describe) = describe_app(&app)?;
+    let (cluster, settings) = settings::resolve(&describe, &path, &|k| std::env::var(k).ok())?;
+    let groups = settings::groups(&path)?;
+    let storage = settings::storage(&describe, &path)?;
+    let name = app_name(&describe, &binary);
+    let ca = if cluster.tls.value {
+        let dir = state_dir(&path);
+        if !colony::security::Ca::exists_in(&dir) {
+            let ca =
+                colony::security::Ca::generate(&name).context("could not create the cluster CA")?;
+            ca.save(&dir, false)?;
+            eprintln!("created a cluster CA in {}", dir.display());
+        }
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .with_context(|| format!("could not read {}", dir.join(f).display()))
+        };
+        Some((read("ca.pem")?, read("ca.key")?))
+    } else {
+        None
+    };
+    let opts = deploy::Options {
+        namespace: namespace.unwrap_or_else(|| deploy::dns_label(&name)),
+        image: image.unwrap_or_else(|| {
+            format!(
+                "{name}:{}",
+                describe["fingerprint"].as_str().unwrap_or("latest")
+            )
+        }),
+        app: name,
+        platform,
+        load_balancer,
+        ca,
+        certs,
+        cert_lifetime: deploy::cert_lifetime(&path, &|k| std::env::var(k).ok())?,
+        store: storage.store,
+        cache: storage.cache,
+    };
+    let objects = deploy::manifests(&describe, &settings, &groups, &opts)?;
+    match output {
+        Some(OutputFormat::Yaml) => print!("{}", deploy::to_yaml(&objects)?),
+        Some(OutputFormat::Json) => println!("{}", deploy::to_json(&objects)?),
+        None => {
+            let options = kube_apply::ApplyOptions {
+                app: opts.app.clone(),
+                namespace: opts.namespace.clone(),
+                prune,
+                wait: wait.then_some(timeout),
+                dry_run,
+            };
+            kube_apply::run(&objects, context.as_deref(), &options).await?;
+        }
+    }
+    Ok(())
+}
