@@ -2,7 +2,7 @@
 //!
 //! For deployers and tools. It drives the user's own binary through its roles
 //! (`APP describe`, `APP serve`, …) and never links the user's code. `colony up` runs an
-//! app as a local cluster under an orchestrator (see `orchestrator.rs`).
+//! app as a local cluster under an orchestrator (see `local/`).
 //!
 //! Owns: the command line (its arguments, their help and defaults) and sending each
 //! subcommand to its body in `cmd/`. Must not touch: what a command does (`cmd`).
@@ -10,13 +10,11 @@
 mod certs;
 mod cmd;
 mod deploy;
-mod docker;
 mod image;
 mod kube_apply;
-mod local_cache;
+mod local;
 mod logs;
 mod metrics;
-mod orchestrator;
 mod package;
 mod settings;
 

@@ -11,9 +11,8 @@ use anyhow::bail;
 
 use super::state_dir;
 use super::up::running_orchestrator;
-use crate::docker;
-use crate::orchestrator as supervise;
-use crate::orchestrator::{self as client, Request, Response};
+use crate::local::{self as client, Request, Response};
+use crate::local::{self as supervise, docker};
 
 pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
     let dir = state_dir(path);

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::bail;
 
 use super::state_dir;
-use crate::orchestrator::{self as client, Request, Response, State, Status};
+use crate::local::{self as client, Request, Response, State, Status};
 use crate::settings;
 
 pub(crate) async fn run(path: &Path, json: bool, events: bool) -> anyhow::Result<()> {

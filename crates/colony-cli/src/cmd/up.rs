@@ -4,7 +4,7 @@
 //! Owns: building and describing the app into the orchestrator's `App` (making the cluster
 //! CA the first time), choosing the gateway's port, starting the orchestrator here or as a
 //! detached process, and waiting until the cluster is healthy. Must not touch: how the
-//! cluster runs once started (`orchestrator`).
+//! cluster runs once started (`local`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,8 +14,9 @@ use anyhow::{Context, bail};
 
 use super::status::print_table;
 use super::{app_name, describe_app, state_dir};
-use crate::orchestrator::{self, App, Orchestrator, Request, Response, State, Status};
-use crate::{AppArgs, docker, settings};
+use crate::local::{self as client, Request, Response, State, Status};
+use crate::local::{App, Orchestrator, docker, pid_alive};
+use crate::{AppArgs, settings};
 
 /// Build (or take) the binary, describe it, and resolve its settings.
 fn prepare(
@@ -84,7 +85,7 @@ pub(crate) fn running_orchestrator(state_dir: &Path) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    orchestrator::pid_alive(pid).then_some(pid)
+    pid_alive(pid).then_some(pid)
 }
 
 fn healthy(status: &Status, gateway: bool) -> bool {
@@ -222,7 +223,7 @@ async fn detached(
                 dir.join("orchestrator.log").display()
             );
         }
-        if let Ok(Response::Status(status)) = orchestrator::request(&dir, &Request::Status).await {
+        if let Ok(Response::Status(status)) = client::request(&dir, &Request::Status).await {
             spinner.set_message(progress_line(&status));
             if healthy(&status, expect_gateway) {
                 break status;

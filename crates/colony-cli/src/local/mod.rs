@@ -19,6 +19,9 @@
 //! a host process, listening on the host's address on the cluster's network, and hands each
 //! container a certificate it issued, as files.
 
+pub(crate) mod cache;
+pub(crate) mod docker;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,10 +36,10 @@ use colony::transport::{Authenticated, BoxStream, Dialer, Listener, PeerIdentity
 use serde::{Deserialize, Serialize};
 use tokio::io::{BufReader, ReadHalf, WriteHalf};
 
-use crate::local_cache::LocalCache;
+use self::cache::LocalCache;
 use tokio::sync::mpsc;
 
-use crate::docker::DockerCluster;
+use self::docker::DockerCluster;
 use crate::settings::{CacheSettings, ClusterSettings, ServiceSettings};
 
 /// The pseudo-service under which the HTTP gateway runs (its certificate names this role).
@@ -328,7 +331,7 @@ impl Inner {
         let leaf = ca
             .issue(&self.app.name, &[service], lifetime.lifetime())
             .with_context(|| format!("could not issue a certificate for {id}"))?;
-        let dir = crate::docker::write_leaf(&self.app.state_dir, id, &leaf, ca.cert_pem())?;
+        let dir = docker::write_leaf(&self.app.state_dir, id, &leaf, ca.cert_pem())?;
         Ok(Some(dir))
     }
 
@@ -365,7 +368,7 @@ impl Inner {
         let logs = self.app.state_dir.join("logs");
         let started = std::fs::create_dir_all(&logs)
             .map_err(anyhow::Error::from)
-            .and_then(|()| crate::local_cache::start(settings, port, &logs.join("cache.log")));
+            .and_then(|()| cache::start(settings, port, &logs.join("cache.log")));
         match started {
             Ok((child, cache)) => {
                 self.event(
@@ -394,7 +397,7 @@ impl Inner {
         if !dead || self.stopping {
             return;
         }
-        let port = crate::local_cache::port(&cache.addr);
+        let port = cache::port(&cache.addr);
         self.event(
             "cache",
             "memcached",
@@ -526,7 +529,7 @@ impl Inner {
                 })
                 .transpose()?;
             let container = docker.container_name(&id);
-            let mut cmd = docker.run_command(&crate::docker::Run {
+            let mut cmd = docker.run_command(&docker::Run {
                 id: &id,
                 service,
                 control_addr: &self.control_addr,
@@ -664,7 +667,7 @@ impl Inner {
         inst.killed = true;
         match (&inst.info.container, &mut inst.child) {
             // Killing `docker run` would leave its container running.
-            (Some(container), _) => crate::docker::kill(container, "KILL"),
+            (Some(container), _) => docker::kill(container, "KILL"),
             (None, Some(child)) => {
                 let _ = child.start_kill();
             }
@@ -694,7 +697,7 @@ impl Inner {
             None => {
                 if let Some(inst) = self.instances.get(id) {
                     match &inst.info.container {
-                        Some(container) => crate::docker::kill(container, "TERM"),
+                        Some(container) => docker::kill(container, "TERM"),
                         None => kill(inst.info.pid, "TERM"),
                     }
                 }
@@ -726,7 +729,7 @@ impl Inner {
             if let Some(status) = exited {
                 let inst = self.instances.remove(id);
                 self.links.remove(id);
-                crate::docker::remove_leaf(&self.app.state_dir, id);
+                docker::remove_leaf(&self.app.state_dir, id);
                 if let Some(inst) = inst {
                     let kind = if inst.info.state == State::Draining {
                         "exited"
@@ -1093,7 +1096,7 @@ impl Orchestrator {
                     || (info.service == GATEWAY && app.gateway.is_some()))
             {
                 match &info.container {
-                    Some(container) => crate::docker::kill(container, "TERM"),
+                    Some(container) => docker::kill(container, "TERM"),
                     None => kill(info.pid, "TERM"),
                 }
                 inner.event(
