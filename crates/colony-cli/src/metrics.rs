@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::local::{self as client, Request, Response, State};
+use crate::local::client::{self, Request, Response};
+use crate::local::state::State;
 
 /// The largest exposition read from one instance.
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;

@@ -11,8 +11,8 @@ use anyhow::bail;
 
 use super::state_dir;
 use super::up::running_orchestrator;
-use crate::local::{self as client, Request, Response};
-use crate::local::{self as supervise, docker};
+use crate::local::client::{self, Request, Response};
+use crate::local::{docker, supervise};
 
 pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
     let dir = state_dir(path);

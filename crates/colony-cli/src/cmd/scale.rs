@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 use super::state_dir;
-use crate::local::{self as client, Request, Response};
+use crate::local::client::{self, Request, Response};
 
 pub(crate) async fn run(path: &Path, target: &str) -> anyhow::Result<()> {
     let (service, count) = target.split_once('=').with_context(|| {

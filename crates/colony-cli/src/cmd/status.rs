@@ -9,7 +9,8 @@ use std::path::Path;
 use anyhow::bail;
 
 use super::state_dir;
-use crate::local::{self as client, Request, Response, State, Status};
+use crate::local::client::{self, Request, Response};
+use crate::local::state::{State, Status};
 use crate::settings;
 
 pub(crate) async fn run(path: &Path, json: bool, events: bool) -> anyhow::Result<()> {

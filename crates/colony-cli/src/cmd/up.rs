@@ -14,7 +14,8 @@ use anyhow::{Context, bail};
 
 use super::status::print_table;
 use super::{app_name, describe_app, state_dir};
-use crate::local::{self as client, Request, Response, State, Status};
+use crate::local::client::{self, Request, Response};
+use crate::local::state::{State, Status};
 use crate::local::{App, Orchestrator, docker, pid_alive};
 use crate::{AppArgs, settings};
 

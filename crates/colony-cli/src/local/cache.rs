@@ -6,13 +6,15 @@
 //! its restart on the same port when it dies. Promises: every instance is started with
 //! `COLONY_CACHE` naming it; a cache that cannot start (no memcached installed) is an
 //! event and a warning, never a failed `colony up`: the store works without its cache.
-//! Must not touch: the instances.
+//! Must not touch: the instances (the orchestrator hands them `cache_env`).
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use super::Inner;
+use super::supervise::{kill, pid_alive};
 use crate::settings::CacheSettings;
 
 /// A running memcached of the cluster.
@@ -75,4 +77,94 @@ pub(crate) fn start(
 /// The port of `addr` (`127.0.0.1:PORT`).
 pub(crate) fn port(addr: &str) -> Option<u16> {
     addr.rsplit_once(':')?.1.parse().ok()
+}
+
+impl Inner {
+    /// Start the cluster's memcached when `[cache]` asks for one, or adopt the one a
+    /// previous orchestrator started (`previous`, if it still runs). Not under `--docker`
+    /// (there is no memcached image to run without a registry), nor when `COLONY_CACHE`
+    /// already names a cache.
+    pub(super) fn start_cache(&mut self, previous: Option<LocalCache>) {
+        let Some(settings) = self.app.cache.clone() else {
+            if let Some(old) = previous.filter(|c| pid_alive(c.pid)) {
+                kill(old.pid, "TERM");
+            }
+            return;
+        };
+        if self.app.docker.is_some() || std::env::var_os("COLONY_CACHE").is_some() {
+            let why = if self.app.docker.is_some() {
+                "[cache] runs no memcached under --docker: set COLONY_CACHE to one the \
+                 containers can reach"
+            } else {
+                "[cache] runs no memcached: COLONY_CACHE names the cache already"
+            };
+            self.event("cache", "memcached", None, why.to_owned());
+            return;
+        }
+        if let Some(old) = previous.filter(|c| pid_alive(c.pid)) {
+            self.cache = Some(old);
+            return;
+        }
+        self.spawn_cache(&settings, None);
+    }
+
+    /// Start memcached (on `port`, to keep the address instances already have).
+    fn spawn_cache(&mut self, settings: &CacheSettings, port: Option<u16>) {
+        let logs = self.app.state_dir.join("logs");
+        let started = std::fs::create_dir_all(&logs)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| start(settings, port, &logs.join("cache.log")));
+        match started {
+            Ok((child, cache)) => {
+                self.event(
+                    "cache",
+                    "memcached",
+                    None,
+                    format!("memcached on {}", cache.addr),
+                );
+                self.cache = Some(cache);
+                self.cache_child = Some(child);
+            }
+            Err(e) => {
+                eprintln!("colony: {e:#}");
+                self.event("cache", "memcached", None, format!("{e:#}"));
+            }
+        }
+    }
+
+    /// Restart the cache on its port if it died.
+    pub(super) fn watch_cache(&mut self) {
+        let Some(cache) = &self.cache else { return };
+        let dead = match &mut self.cache_child {
+            Some(child) => !matches!(child.try_wait(), Ok(None)),
+            None => !pid_alive(cache.pid),
+        };
+        if !dead || self.stopping {
+            return;
+        }
+        let port = port(&cache.addr);
+        self.event(
+            "cache",
+            "memcached",
+            None,
+            format!("memcached (pid {}) is gone; starting it again", cache.pid),
+        );
+        self.cache = None;
+        self.cache_child = None;
+        if let Some(settings) = self.app.cache.clone() {
+            self.spawn_cache(&settings, port);
+        }
+    }
+
+    /// What an instance is told about the cache tier.
+    pub(super) fn cache_env(&self) -> Vec<(&'static str, String)> {
+        let Some(cache) = &self.cache else {
+            return Vec::new();
+        };
+        let mut env = vec![("COLONY_CACHE", cache.addr.clone())];
+        if let Some(ttl) = self.app.cache.as_ref().and_then(|c| c.ttl_secs) {
+            env.push(("COLONY_CACHE_TTL", ttl.to_string()));
+        }
+        env
+    }
 }
