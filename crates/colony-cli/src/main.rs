@@ -9,9 +9,8 @@
 
 mod certs;
 mod cmd;
-mod deploy;
 mod image;
-mod kube_apply;
+mod kube;
 mod local;
 mod logs;
 mod metrics;
@@ -69,10 +68,10 @@ enum DeployTarget {
         output: Option<OutputFormat>,
         /// Who issues the pods' certificates: the CA as a Secret in every pod, or cert-manager.
         #[arg(long, value_enum, default_value = "secret")]
-        certs: deploy::Certs,
+        certs: kube::manifests::Certs,
         /// An OpenShift Route instead of an Ingress for the gateway.
         #[arg(long, value_enum, default_value = "kubernetes")]
-        platform: deploy::Platform,
+        platform: kube::manifests::Platform,
         /// Give the gateway's Service `type: LoadBalancer`.
         #[arg(long)]
         load_balancer: bool,

@@ -8,7 +8,8 @@
 use anyhow::Context;
 
 use super::{app_name, describe_app, state_dir};
-use crate::{DeployTarget, OutputFormat, deploy, kube_apply, settings};
+use crate::kube::{self as kube_apply, manifests as deploy};
+use crate::{DeployTarget, OutputFormat, settings};
 
 pub(crate) async fn run(target: DeployTarget) -> anyhow::Result<()> {
     let DeployTarget::K8s {

@@ -21,6 +21,8 @@
 //! store's data) are not a kind colony applies, so `--prune` never lists or deletes them:
 //! they outlive the StatefulSet that made them.
 
+pub(crate) mod manifests;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::IsTerminal;
@@ -966,7 +968,7 @@ pub(crate) async fn run(
                 "{e}\nno server to check them: printing the manifests instead (-o yaml does \
                  this without trying a cluster)"
             );
-            print!("{}", crate::deploy::to_yaml(objects)?);
+            print!("{}", manifests::to_yaml(objects)?);
             return Ok(());
         }
         Err(e) => return Err(e),
