@@ -2,7 +2,8 @@
 //! through the Kubernetes API (`connect`, `apply`, `prune`, `rollout`).
 //!
 //! This file owns the table of kinds colony applies (how to reach each in the API, and in
-//! which order) and `run`, which connects, applies, prunes and waits. Together the rooms own: finding the kubeconfig and its context, checking that the API server answers,
+//! which order) and `run`, which connects, applies, prunes and waits. Together the rooms
+//! own: finding the kubeconfig and its context, checking that the API server answers,
 //! server-side apply (field manager `colony`, forced: colony owns the fields it declares)
 //! in dependency order, server-side dry runs, pruning what the app no longer declares,
 //! waiting for the rollouts of the Deployments, the store's StatefulSet and the cache's
