@@ -94,6 +94,35 @@ enum OutputFormat {
     Json,
 }
 
+// `colony logs`: which lines, from when, and how to print them.
+#[derive(clap::Args, Debug)]
+struct LogsArgs {
+    /// The app's package directory.
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Only this service's lines (a full name, or `module::*`).
+    #[arg(long)]
+    service: Option<String>,
+    /// Only the lines of this trace id (`trace_id` in the lines; `traceresponse` at the gateway).
+    #[arg(long, value_name = "ID")]
+    trace: Option<String>,
+    /// Only the lines of this request id (`x-request-id` at the gateway).
+    #[arg(long, value_name = "ID")]
+    request: Option<String>,
+    /// Only lines at this level or more severe: error, warn, info, debug, trace.
+    #[arg(long, value_parser = logs::parse_level)]
+    level: Option<logs::Level>,
+    /// Only lines from this long ago or later, e.g. `5m`, `2h`.
+    #[arg(long, value_name = "DUR", value_parser = logs::parse_since)]
+    since: Option<Duration>,
+    /// Keep printing lines as the instances write them.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Build the app and run it as a local cluster: min_instances of each service, with
@@ -167,32 +196,7 @@ enum Cmd {
         json: bool,
     },
     /// Print the instances' log lines, merged in time order (kept for crashed ones too).
-    Logs {
-        /// The app's package directory.
-        #[arg(default_value = ".")]
-        path: PathBuf,
-        /// Only this service's lines (a full name, or `module::*`).
-        #[arg(long)]
-        service: Option<String>,
-        /// Only the lines of this trace id (`trace_id` in the lines; `traceresponse` at the gateway).
-        #[arg(long, value_name = "ID")]
-        trace: Option<String>,
-        /// Only the lines of this request id (`x-request-id` at the gateway).
-        #[arg(long, value_name = "ID")]
-        request: Option<String>,
-        /// Only lines at this level or more severe: error, warn, info, debug, trace.
-        #[arg(long, value_parser = logs::parse_level)]
-        level: Option<logs::Level>,
-        /// Only lines from this long ago or later, e.g. `5m`, `2h`.
-        #[arg(long, value_name = "DUR", value_parser = logs::parse_since)]
-        since: Option<Duration>,
-        /// Keep printing lines as the instances write them.
-        #[arg(long, short = 'f')]
-        follow: bool,
-        /// Print one JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Logs(LogsArgs),
     /// Print the Prometheus metrics of every instance, labelled by instance.
     Metrics {
         /// The app's package directory.
@@ -249,28 +253,7 @@ fn main() -> anyhow::Result<()> {
             } => cmd::build::run(&app, tag, base, dockerfile_only),
             Cmd::Deploy { target } => cmd::deploy::run(target).await,
             Cmd::Certs { command } => certs::run(command),
-            Cmd::Logs {
-                path,
-                service,
-                trace,
-                request,
-                level,
-                since,
-                follow,
-                json,
-            } => {
-                cmd::logs::run(cmd::logs::Args {
-                    path,
-                    service,
-                    trace,
-                    request,
-                    level,
-                    since,
-                    follow,
-                    json,
-                })
-                .await
-            }
+            Cmd::Logs(args) => cmd::logs::run(args).await,
             Cmd::Metrics { path, sum } => metrics::run(&path, sum).await,
         }
     })

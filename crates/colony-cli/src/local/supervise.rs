@@ -59,6 +59,16 @@ pub(super) fn kill(pid: u32, signal: &str) {
         .status();
 }
 
+/// An instance about to start: its id, log file (and the output handles on it), threads and
+/// core.
+struct Started {
+    id: String,
+    log: PathBuf,
+    output: (File, File),
+    threads: Option<u32>,
+    core: Option<usize>,
+}
+
 impl Inner {
     /// Issue (or renew) the certificate of a container, as files under `.colony/certs/ID/`.
     fn issue_leaf(&self, id: &str, service: &str) -> anyhow::Result<Option<PathBuf>> {
@@ -115,27 +125,36 @@ impl Inner {
             .open(&log)
             .with_context(|| format!("could not open {}", log.display()))?;
         let err = out.try_clone()?;
+        let settings = self.settings.get(service);
+        let threads = settings.and_then(|s| s.threads.value);
+        let pin = settings.is_some_and(|s| s.pin_cores.value);
+        let core = pin.then(|| self.next_core());
+        let started = Started {
+            id,
+            log,
+            output: (out, err),
+            threads,
+            core,
+        };
         if self.app.docker.is_some() {
-            self.spawn_container(id, service, log, (out, err))
+            self.spawn_container(service, started)
         } else {
-            self.spawn_process(id, service, log, (out, err))
+            self.spawn_process(service, started)
         }
     }
 
     /// `docker run` of one instance, as a child whose output is the instance's log.
-    fn spawn_container(
-        &mut self,
-        id: String,
-        service: &str,
-        log: PathBuf,
-        (out, err): (File, File),
-    ) -> anyhow::Result<()> {
+    fn spawn_container(&mut self, service: &str, started: Started) -> anyhow::Result<()> {
         let Some(docker) = self.app.docker.clone() else {
             return Ok(());
         };
-        let settings = self.settings.get(service).cloned();
-        let pin = settings.as_ref().is_some_and(|s| s.pin_cores.value);
-        let core = pin.then(|| self.next_core());
+        let Started {
+            id,
+            log,
+            output: (out, err),
+            threads,
+            core,
+        } = started;
         let certs = self.issue_leaf(&id, service)?;
         let store_dir = (service == crate::settings::STORE_SERVICE)
             .then(|| {
@@ -151,7 +170,7 @@ impl Inner {
             service,
             control_addr: &self.control_addr,
             heartbeat_ms: self.cluster.heartbeat_ms.value,
-            threads: settings.as_ref().and_then(|s| s.threads.value),
+            threads,
             core,
             certs: certs.as_deref(),
             config: Some(self.app.dir.join("colony.toml")).filter(|c| c.is_file()),
@@ -173,17 +192,15 @@ impl Inner {
     }
 
     /// The app's binary as one instance (or the gateway), a child in its own process group.
-    fn spawn_process(
-        &mut self,
-        id: String,
-        service: &str,
-        log: PathBuf,
-        (out, err): (File, File),
-    ) -> anyhow::Result<()> {
-        let settings = self.settings.get(service).cloned();
-        let pin = settings.as_ref().is_some_and(|s| s.pin_cores.value);
-        let mut cmd = if pin {
-            let core = self.next_core();
+    fn spawn_process(&mut self, service: &str, started: Started) -> anyhow::Result<()> {
+        let Started {
+            id,
+            log,
+            output: (out, err),
+            threads,
+            core,
+        } = started;
+        let mut cmd = if let Some(core) = core {
             let mut c = tokio::process::Command::new("taskset");
             c.arg("-c").arg(core.to_string()).arg(&self.app.binary);
             c
@@ -204,7 +221,7 @@ impl Inner {
                 .arg("--listen")
                 .arg("127.0.0.1:0");
         }
-        if let Some(t) = settings.as_ref().and_then(|s| s.threads.value) {
+        if let Some(t) = threads {
             cmd.arg("--threads").arg(t.to_string());
         }
         cmd.env("COLONY_ORCHESTRATOR", &self.control_addr)
