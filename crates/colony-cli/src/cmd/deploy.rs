@@ -1,14 +1,14 @@
 //! `colony deploy k8s`: the app's Kubernetes objects, printed or applied.
 //!
 //! Owns: gathering what the manifests need (the app's description and settings, its
-//! groups and storage, the cluster CA, the certificate lifetime) into `deploy::Options`,
-//! then printing the objects (`-o`) or handing them to `kube_apply`. Must not touch: what
-//! the objects are (`deploy`) or how they are applied (`kube_apply`).
+//! groups and storage, the cluster CA, the certificate lifetime) into `manifests::Options`,
+//! then printing the objects (`-o`) or handing them to `kube::run`. Must not touch: what
+//! the objects are (`kube::manifests`) or how they are applied (`kube`).
 
 use anyhow::Context;
 
 use super::{app_name, describe_app, state_dir};
-use crate::kube::{self as kube_apply, manifests as deploy};
+use crate::kube::{self, manifests};
 use crate::{DeployTarget, OutputFormat, settings};
 
 pub(crate) async fn run(target: DeployTarget) -> anyhow::Result<()> {
@@ -47,8 +47,8 @@ pub(crate) async fn run(target: DeployTarget) -> anyhow::Result<()> {
     } else {
         None
     };
-    let opts = deploy::Options {
-        namespace: namespace.unwrap_or_else(|| deploy::dns_label(&name)),
+    let opts = manifests::Options {
+        namespace: namespace.unwrap_or_else(|| manifests::dns_label(&name)),
         image: image.unwrap_or_else(|| {
             format!(
                 "{name}:{}",
@@ -60,23 +60,23 @@ pub(crate) async fn run(target: DeployTarget) -> anyhow::Result<()> {
         load_balancer,
         ca,
         certs,
-        cert_lifetime: deploy::cert_lifetime(&path, &|k| std::env::var(k).ok())?,
+        cert_lifetime: manifests::cert_lifetime(&path, &|k| std::env::var(k).ok())?,
         store: storage.store,
         cache: storage.cache,
     };
-    let objects = deploy::manifests(&describe, &settings, &groups, &opts)?;
+    let objects = manifests::manifests(&describe, &settings, &groups, &opts)?;
     match output {
-        Some(OutputFormat::Yaml) => print!("{}", deploy::to_yaml(&objects)?),
-        Some(OutputFormat::Json) => println!("{}", deploy::to_json(&objects)?),
+        Some(OutputFormat::Yaml) => print!("{}", manifests::to_yaml(&objects)?),
+        Some(OutputFormat::Json) => println!("{}", manifests::to_json(&objects)?),
         None => {
-            let options = kube_apply::ApplyOptions {
+            let options = kube::ApplyOptions {
                 app: opts.app.clone(),
                 namespace: opts.namespace.clone(),
                 prune,
                 wait: wait.then_some(timeout),
                 dry_run,
             };
-            kube_apply::run(&objects, context.as_deref(), &options).await?;
+            kube::run(&objects, context.as_deref(), &options).await?;
         }
     }
     Ok(())

@@ -107,23 +107,7 @@ pub(super) fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Valu
         }],
         "volumes": volumes,
     });
-    if let Some(affinity) = node_affinity(s) {
-        pod_spec["affinity"] = json!({"nodeAffinity": affinity});
-    }
-    if s.burst.value {
-        pod_spec["tolerations"] = json!([{
-            "key": BURST_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule",
-        }]);
-    }
-    if let Some(max) = s.max_per_host.value {
-        // At most `max_per_host` on a node: a skew of `max` against nodes with none.
-        pod_spec["topologySpreadConstraints"] = json!([{
-            "maxSkew": max,
-            "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "DoNotSchedule",
-            "labelSelector": {"matchLabels": selector},
-        }]);
-    }
+    place(&mut pod_spec, s, &selector);
     let mut template_labels = selector.clone();
     template_labels["colony.dev/services"] = json!(
         dns_label(&unit.services.join("-"))
@@ -153,6 +137,28 @@ pub(super) fn unit_objects(unit: &Unit, opts: &Options, peers: &str) -> Vec<Valu
     out.extend(unit_services(unit, opts, &selector, &headless));
     out.extend(unit_autoscaling(unit, opts, &selector));
     out
+}
+
+/// Where a unit's pods may and prefer to run: node affinity, the burst toleration, and at
+/// most `max_per_host` on a node.
+fn place(pod_spec: &mut Value, s: &ServiceSettings, selector: &Value) {
+    if let Some(affinity) = node_affinity(s) {
+        pod_spec["affinity"] = json!({"nodeAffinity": affinity});
+    }
+    if s.burst.value {
+        pod_spec["tolerations"] = json!([{
+            "key": BURST_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule",
+        }]);
+    }
+    if let Some(max) = s.max_per_host.value {
+        // At most `max_per_host` on a node: a skew of `max` against nodes with none.
+        pod_spec["topologySpreadConstraints"] = json!([{
+            "maxSkew": max,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": selector},
+        }]);
+    }
 }
 
 /// The node label (and taint) of burst capacity: nodes an app uses only when the others
