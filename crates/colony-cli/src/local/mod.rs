@@ -325,3 +325,42 @@ impl Orchestrator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// What each pure policy may import: time, the instance states and the settings it
+    /// reads. Anything that reaches processes, sockets, files or the orchestrator's state
+    /// would make it a loop instead of a function of its inputs.
+    const POLICIES: &[(&str, &str, &[&str])] = &[
+        (
+            "health.rs",
+            include_str!("health.rs"),
+            &["use std::time::", "use super::state::State;"],
+        ),
+        (
+            "autoscale.rs",
+            include_str!("autoscale.rs"),
+            &["use std::time::", "use crate::settings::ServiceSettings;"],
+        ),
+    ];
+
+    #[test]
+    fn the_policies_import_nothing_that_acts() {
+        for (file, text, allowed) in POLICIES {
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("use "))
+            {
+                if line == "use super::*;" {
+                    continue; // their own unit tests
+                }
+                assert!(
+                    allowed.iter().any(|a| line.starts_with(a)),
+                    "local/{file} imports `{line}`; a policy is a pure function of its inputs \
+                     (the tick in local/mod.rs applies its decisions)"
+                );
+            }
+        }
+    }
+}

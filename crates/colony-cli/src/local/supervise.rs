@@ -193,14 +193,8 @@ impl Inner {
 
     /// The app's binary as one instance (or the gateway), a child in its own process group.
     fn spawn_process(&mut self, service: &str, started: Started) -> anyhow::Result<()> {
-        let Started {
-            id,
-            log,
-            output: (out, err),
-            threads,
-            core,
-        } = started;
-        let mut cmd = if let Some(core) = core {
+        let (out, err) = started.output;
+        let mut cmd = if let Some(core) = started.core {
             let mut c = tokio::process::Command::new("taskset");
             c.arg("-c").arg(core.to_string()).arg(&self.app.binary);
             c
@@ -221,7 +215,7 @@ impl Inner {
                 .arg("--listen")
                 .arg("127.0.0.1:0");
         }
-        if let Some(t) = threads {
+        if let Some(t) = started.threads {
             cmd.arg("--threads").arg(t.to_string());
         }
         cmd.env("COLONY_ORCHESTRATOR", &self.control_addr)
@@ -229,7 +223,7 @@ impl Inner {
                 "COLONY_ORCHESTRATOR_FILE",
                 self.app.state_dir.join("orchestrator.addr"),
             )
-            .env("COLONY_INSTANCE", &id)
+            .env("COLONY_INSTANCE", &started.id)
             .env("COLONY_CA_DIR", &self.app.state_dir)
             .env("COLONY_CONFIG", self.app.dir.join("colony.toml"))
             .env(
@@ -254,7 +248,7 @@ impl Inner {
         let child = cmd
             .spawn()
             .with_context(|| format!("could not start {}", self.app.binary.display()))?;
-        self.track(id, service, child, log, None, None);
+        self.track(started.id, service, child, started.log, None, None);
         Ok(())
     }
 
