@@ -1,3 +1,7 @@
+//! Unit tests of the manifests: durations as Go reads them, certificate lifetimes, DNS
+//! names, the store's StatefulSet and single writer, the store on PostgreSQL, the cache
+//! tier. The snapshot tests (`tests/deploy.rs`) pin the whole output.
+
 use super::security::go_duration;
 use super::*;
 
