@@ -12,7 +12,7 @@ use anyhow::bail;
 use super::state_dir;
 use super::up::running_orchestrator;
 use crate::local::client::{self, Request, Response};
-use crate::local::{docker, supervise};
+use crate::local::{docker, pid_alive};
 
 pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
     let dir = state_dir(path);
@@ -35,7 +35,7 @@ pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
     }
     if let Some(pid) = pid {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while supervise::pid_alive(pid) {
+        while pid_alive(pid) {
             if Instant::now() > deadline {
                 bail!("the orchestrator (pid {pid}) did not stop within 60s");
             }

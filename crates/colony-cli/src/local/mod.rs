@@ -25,14 +25,14 @@
 //! a host process, listening on the host's address on the cluster's network, and hands each
 //! container a certificate it issued, as files.
 
-pub(crate) mod autoscale;
-pub(crate) mod cache;
+mod autoscale;
+mod cache;
 pub(crate) mod client;
-pub(crate) mod control;
+mod control;
 pub(crate) mod docker;
-pub(crate) mod health;
+mod health;
 pub(crate) mod state;
-pub(crate) mod supervise;
+mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
