@@ -181,42 +181,30 @@ pub(crate) fn parse_time(s: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let days = days_from_civil(y, mo, d);
+    // The month's first day from the calendar, then the day within it (a 31st of a shorter
+    // month runs on into the next, as it always has here).
+    let month = time::Month::try_from(u8::try_from(mo).ok()?).ok()?;
+    let first = time::Date::from_calendar_date(i32::try_from(y).ok()?, month, 1).ok()?;
+    let days = first.midnight().assume_utc().unix_timestamp() / 86_400 + d - 1;
     Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset) * 1_000_000 + micros)
 }
 
-/// Days since 1970-01-01 of a date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// RFC 3339 in UTC with microseconds, from microseconds since the epoch.
+/// RFC 3339 in UTC with microseconds, from microseconds since the epoch (beyond the
+/// calendar's years ±9999, the number itself).
 fn format_time(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let micros = us.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        ),
+        Err(_) => us.to_string(),
+    }
 }
 
 /// One instance's log file, read as a stream.
@@ -623,6 +611,18 @@ mod tests {
             format_time(1_714_555_800_123_456),
             "2024-05-01T09:30:00.123456Z"
         );
+        // Offsets west of UTC, a day past the month's end, and times before the epoch.
+        assert_eq!(
+            parse_time("2024-04-30T23:30:00.123456-10:00"),
+            Some(1_714_555_800_123_456)
+        );
+        assert_eq!(
+            parse_time("2023-02-31T00:00:00Z"),
+            parse_time("2023-03-03T00:00:00Z")
+        );
+        assert_eq!(parse_time("2024-13-01T00:00:00Z"), None);
+        assert_eq!(format_time(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]

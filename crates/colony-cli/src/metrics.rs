@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::orchestrator::{self, Request, Response, State};
+use crate::local::client::{self, Request, Response};
+use crate::local::state::State;
 
 /// The largest exposition read from one instance.
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -180,8 +181,7 @@ pub(crate) fn merge(expositions: &[(String, String)], sum: bool) -> String {
 /// `colony metrics`: scrape every registered instance of the app at `path` and print one
 /// exposition.
 pub(crate) async fn run(path: &std::path::Path, sum: bool) -> anyhow::Result<()> {
-    let Response::Status(status) =
-        orchestrator::request(&path.join(".colony"), &Request::Status).await?
+    let Response::Status(status) = client::request(&path.join(".colony"), &Request::Status).await?
     else {
         bail!("the orchestrator gave an unexpected answer");
     };
@@ -222,7 +222,7 @@ fn gateway_instances(state_dir: &std::path::Path) -> Vec<(String, String)> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|i| i["service"] == orchestrator::GATEWAY && i["state"] == "healthy")
+        .filter(|i| i["service"] == crate::local::GATEWAY && i["state"] == "healthy")
         .filter_map(|i| {
             Some((
                 i["id"].as_str()?.to_owned(),

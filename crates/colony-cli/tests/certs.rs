@@ -29,6 +29,24 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `colony certs init` bringing in the CA `byo.pem` of `dir` with the key `key`, into `out`.
+fn bring_in(dir: &Path, key: &str, out: &str) -> Output {
+    run(
+        dir,
+        COLONY,
+        &[
+            "certs",
+            "init",
+            "--ca-cert",
+            "byo.pem",
+            "--ca-key",
+            key,
+            "--dir",
+            out,
+        ],
+    )
+}
+
 #[cfg(unix)]
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -109,20 +127,7 @@ fn a_ca_made_by_openssl_can_be_brought_in() {
         ],
     );
     assert!(out.status.success(), "openssl made a CA: {}", text(&out));
-    let out = run(
-        &dir,
-        COLONY,
-        &[
-            "certs",
-            "init",
-            "--ca-cert",
-            "byo.pem",
-            "--ca-key",
-            "byo.key",
-            "--dir",
-            "ca",
-        ],
-    );
+    let out = bring_in(&dir, "byo.key", "ca");
     assert!(out.status.success(), "{}", text(&out));
     #[cfg(unix)]
     assert_eq!(mode(&dir.join("ca/ca.key")), 0o600);
@@ -142,20 +147,7 @@ fn a_ca_made_by_openssl_can_be_brought_in() {
     // A key that is not the certificate's is refused, saying so.
     let other = colony::control::security::Ca::generate("other").expect("ca");
     other.save(&dir.join("other"), false).expect("saves");
-    let out = run(
-        &dir,
-        COLONY,
-        &[
-            "certs",
-            "init",
-            "--ca-cert",
-            "byo.pem",
-            "--ca-key",
-            "other/ca.key",
-            "--dir",
-            "bad",
-        ],
-    );
+    let out = bring_in(&dir, "other/ca.key", "bad");
     assert!(!out.status.success());
     assert!(text(&out).contains("does not belong"), "{}", text(&out));
     let _ = std::fs::remove_dir_all(dir);

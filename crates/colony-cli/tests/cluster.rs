@@ -181,12 +181,7 @@ fn kill_9_of_an_instance_under_load_is_replaced() {
         },
     );
     let _ = load.join();
-    assert!(
-        cluster
-            .events()
-            .iter()
-            .any(|e| e["kind"] == "crashed" && e["instance"] == victim["id"])
-    );
+    assert!(cluster.has_event("crashed", &victim["id"]));
 }
 
 #[test]
@@ -207,11 +202,7 @@ fn a_stopped_instance_is_quarantined_routed_around_and_replaced() {
     cluster.wait_until(
         "the stopped instance is quarantined",
         Duration::from_secs(30),
-        |c| {
-            c.events()
-                .iter()
-                .any(|e| e["kind"] == "quarantined" && e["instance"] == victim["id"])
-        },
+        |c| c.has_event("quarantined", &victim["id"]),
     );
     // Callers no longer choose it: a fresh run of calls all succeed.
     let report = cluster.drive(4, 1_000, 5).join().expect("driver");
@@ -696,10 +687,7 @@ fn sign_through_a_store_kill(cluster: &Cluster, url: &str) -> Vec<(u64, String)>
         .flat_map(|s| s.join().expect("a signer"))
         .collect();
     assert!(
-        cluster
-            .events()
-            .iter()
-            .any(|e| e["kind"] == "crashed" && e["instance"] == victim["id"]),
+        cluster.has_event("crashed", &victim["id"]),
         "the kill was seen"
     );
 

@@ -4,7 +4,7 @@
 //! which has the store — with the store's StatefulSet and the cache's DaemonSet), and
 //! `colony build` makes an image on the local Docker engine. Applying to a cluster is tested in `kube_apply.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -13,14 +13,7 @@ mod common;
 
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 
-use common::binary;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("colony-deploy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+use common::{binary, scratch};
 
 /// Compare `got` with the snapshot `tests/snapshots/NAME` (`UPDATE_SNAPSHOTS=1` writes it
 /// first); `what` names the manifests in the failure.
@@ -84,7 +77,7 @@ fn validate(file: &Path, version: &str) {
 #[test]
 fn manifests_validate_against_kubernetes_1_29_and_1_33() {
     for package in ["hello", "colony-e2e"] {
-        let dir = scratch(package);
+        let dir = scratch(&format!("deploy-{package}"));
         std::fs::write(
             dir.join("colony.toml"),
             "[services.\"hello::names::normalize\"]\nmax_per_host = 1\nthreads = 2\n\
@@ -157,7 +150,7 @@ fn manifests_validate_against_kubernetes_1_29_and_1_33() {
 
 #[test]
 fn a_snapshot_pins_the_manifests_of_hello() {
-    let dir = scratch("snapshot");
+    let dir = scratch("deploy-snapshot");
     std::fs::write(
         dir.join("colony.toml"),
         "[services.\"hello::greeter::greet\"]\nmin_instances = 2\nmax_per_host = 1\n",
@@ -172,7 +165,7 @@ fn a_snapshot_pins_the_manifests_of_hello() {
 
 #[test]
 fn colliding_names_and_bad_groups_are_reported() {
-    let dir = scratch("collide");
+    let dir = scratch("deploy-collide");
     std::fs::write(
         dir.join("colony.toml"),
         "[groups]\n\"colony_e2e-services-basic-add\" = [\"colony_e2e::services::basic::echo\"]\n",
@@ -225,7 +218,7 @@ fn colliding_names_and_bad_groups_are_reported() {
 
 #[test]
 fn store_and_cache_manifests_validate_and_a_snapshot_pins_them() {
-    let dir = scratch("store");
+    let dir = scratch("deploy-store");
     let app = binary("guestbook");
     std::fs::write(
         dir.join("colony.toml"),
@@ -359,7 +352,7 @@ fn store_and_cache_manifests_validate_and_a_snapshot_pins_them() {
 
 #[test]
 fn store_and_cache_mistakes_are_reported() {
-    let dir = scratch("store-bad");
+    let dir = scratch("deploy-store-bad");
     let app = binary("guestbook");
     for (toml, app, needles) in [
         (
@@ -406,7 +399,7 @@ const CRD_GROUPS: &[&str] = &["cert-manager.io/"];
 
 #[test]
 fn cert_manager_manifests_validate_and_a_snapshot_pins_them() {
-    let dir = scratch("cert-manager");
+    let dir = scratch("deploy-cert-manager");
     std::fs::write(
         dir.join("colony.toml"),
         "cert_lifetime = \"12h\"\ncert_renew_before = \"4h\"\n\
@@ -525,7 +518,7 @@ fn cert_manager_manifests_validate_and_a_snapshot_pins_them() {
 
 #[test]
 fn colony_build_makes_an_image_that_runs() {
-    let dir = scratch("build");
+    let dir = scratch("deploy-build");
     let app = binary("hello");
     // The build context alone, for other builders.
     let out = Command::new(COLONY)

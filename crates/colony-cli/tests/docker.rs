@@ -73,6 +73,17 @@ impl Cluster {
     }
 }
 
+/// The ids of the networks named exactly `name`, one a line.
+fn networks(name: &str) -> String {
+    docker(&[
+        "network",
+        "ls",
+        "--quiet",
+        "--filter",
+        &format!("name=^{name}$"),
+    ])
+}
+
 fn labelled(name: &str) -> Vec<String> {
     docker(&[
         "ps",
@@ -111,18 +122,7 @@ fn a_docker_cluster_serves_through_its_gateway_and_replaces_a_killed_container()
         3,
         "two echo instances and the gateway"
     );
-    assert_eq!(
-        docker(&[
-            "network",
-            "ls",
-            "--quiet",
-            "--filter",
-            &format!("name=^{name}$")
-        ])
-        .lines()
-        .count(),
-        1
-    );
+    assert_eq!(networks(&name).lines().count(), 1);
     let control: Value = serde_json::from_slice(
         &std::fs::read(cluster.dir.join(".colony/orchestrator.json")).expect("control"),
     )
@@ -211,10 +211,7 @@ fn a_docker_cluster_serves_through_its_gateway_and_replaces_a_killed_container()
         failures.len() as u64 + ok.load(Ordering::SeqCst)
     );
     assert!(
-        cluster
-            .events()
-            .iter()
-            .any(|e| e["kind"] == "crashed" && e["instance"] == victim["id"]),
+        cluster.has_event("crashed", &victim["id"]),
         "the kill is an event"
     );
 
@@ -222,17 +219,7 @@ fn a_docker_cluster_serves_through_its_gateway_and_replaces_a_killed_container()
     let out = cluster.colony(&["down", cluster.path()]);
     assert!(out.status.success(), "colony down: {}", stderr(&out));
     assert!(labelled(&name).is_empty(), "no container is left");
-    assert_eq!(
-        docker(&[
-            "network",
-            "ls",
-            "--quiet",
-            "--filter",
-            &format!("name=^{name}$")
-        ]),
-        "",
-        "the network is gone"
-    );
+    assert_eq!(networks(&name), "", "the network is gone");
 }
 
 #[test]

@@ -30,7 +30,7 @@ const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 /// The app of `examples/hello`, and so its default namespace.
 const APP: &str = "hello";
 
-use common::binary;
+use common::{binary, scratch};
 
 /// `examples/hello`.
 fn hello() -> PathBuf {
@@ -39,13 +39,6 @@ fn hello() -> PathBuf {
 
 /// `examples/guestbook`, the app with the store (and its namespace).
 const GUESTBOOK: &str = "guestbook";
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("colony-kube-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// One request the fake server received.
 #[derive(Debug, Clone)]
@@ -122,6 +115,11 @@ impl Fake {
             }
         });
         Fake { state, addr }
+    }
+
+    /// A kubeconfig in `dir` whose context `fake` points at this server (see `kubeconfig`).
+    fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        kubeconfig(dir, &format!("http://{}", self.addr), closed_port())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -494,6 +492,15 @@ fn kubeconfig(dir: &Path, server: &str, closed: u16) -> PathBuf {
     path
 }
 
+/// The environment of a run against the kubeconfig `config`, with mutual TLS `tls` (`on`
+/// or `off`).
+fn kube_env<'a>(config: &'a Path, tls: &'a str) -> [(&'static str, &'a str); 2] {
+    [
+        ("KUBECONFIG", config.to_str().expect("utf-8")),
+        ("COLONY_TLS", tls),
+    ]
+}
+
 /// A port nothing listens on.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -575,7 +582,7 @@ const ORDER: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_kubeconfig_says_where_it_looked() {
-    let dir = scratch("nokubeconfig");
+    let dir = scratch("kube-nokubeconfig");
     let missing = dir.join("nowhere/config");
     let out = colony(
         &dir,
@@ -630,15 +637,12 @@ async fn no_kubeconfig_says_where_it_looked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_cluster_names_the_server_and_the_cause() {
-    let dir = scratch("unreachable");
+    let dir = scratch("kube-unreachable");
     let port = closed_port();
     let config = kubeconfig(&dir, "http://127.0.0.1:1", port);
     let out = colony(
         &dir,
-        &[
-            ("KUBECONFIG", config.to_str().expect("utf-8")),
-            ("COLONY_TLS", "off"),
-        ],
+        &kube_env(&config, "off"),
         // The current context, `stale`, points at the closed port.
         &[],
     )
@@ -653,15 +657,7 @@ async fn an_unreachable_cluster_names_the_server_and_the_cause() {
         "{err}"
     );
     // A context the kubeconfig lacks is named, with the ones it has.
-    let out = colony(
-        &dir,
-        &[
-            ("KUBECONFIG", config.to_str().expect("utf-8")),
-            ("COLONY_TLS", "off"),
-        ],
-        &["--context", "prod"],
-    )
-    .await;
+    let out = colony(&dir, &kube_env(&config, "off"), &["--context", "prod"]).await;
     let err = text(&out.stderr);
     assert!(
         !out.status.success() && err.contains("no context `prod`") && err.contains("fake, stale"),
@@ -672,7 +668,7 @@ async fn an_unreachable_cluster_names_the_server_and_the_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_in_order_with_cert_manager_prunes_and_waits() {
-    let dir = scratch("apply");
+    let dir = scratch("kube-apply");
     let mut state = State {
         crds: vec!["cert-manager.io/v1".to_owned()],
         ready_after: 2,
@@ -701,11 +697,8 @@ async fn applies_in_order_with_cert_manager_prunes_and_waits() {
             .insert((plural.to_owned(), APP.to_owned(), name), object);
     }
     let fake = Fake::start(state).await;
-    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
-    let env = [
-        ("KUBECONFIG", config.to_str().expect("utf-8")),
-        ("COLONY_TLS", "on"),
-    ];
+    let config = fake.kubeconfig(&dir);
+    let env = kube_env(&config, "on");
     let args = ["--context", "fake", "--certs", "cert-manager"];
     let want = manifests(&dir, &env, &args).await;
     let mut apply = args.to_vec();
@@ -808,17 +801,14 @@ async fn applies_in_order_with_cert_manager_prunes_and_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_kind_names_verb_resource_identity_and_what_was_applied() {
-    let dir = scratch("forbidden");
+    let dir = scratch("kube-forbidden");
     let fake = Fake::start(State {
         forbid: Some(("patch".to_owned(), "horizontalpodautoscalers".to_owned())),
         ..State::default()
     })
     .await;
-    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
-    let env = [
-        ("KUBECONFIG", config.to_str().expect("utf-8")),
-        ("COLONY_TLS", "off"),
-    ];
+    let config = fake.kubeconfig(&dir);
+    let env = kube_env(&config, "off");
     let out = colony(&dir, &env, &["--context", "fake"]).await;
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -875,7 +865,7 @@ async fn a_forbidden_kind_names_verb_resource_identity_and_what_was_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_the_user_may_not_manage_but_that_exists_is_left_alone() {
-    let dir = scratch("nsforbidden");
+    let dir = scratch("kube-nsforbidden");
     let mut state = State {
         forbid: Some(("patch".to_owned(), "namespaces".to_owned())),
         ..State::default()
@@ -885,11 +875,8 @@ async fn a_namespace_the_user_may_not_manage_but_that_exists_is_left_alone() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP}}),
     );
     let fake = Fake::start(state).await;
-    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
-    let env = [
-        ("KUBECONFIG", config.to_str().expect("utf-8")),
-        ("COLONY_TLS", "off"),
-    ];
+    let config = fake.kubeconfig(&dir);
+    let env = kube_env(&config, "off");
     let out = colony(&dir, &env, &["--context", "fake"]).await;
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -903,7 +890,7 @@ async fn a_namespace_the_user_may_not_manage_but_that_exists_is_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_asks_the_server_and_changes_nothing() {
-    let dir = scratch("dryrun");
+    let dir = scratch("kube-dryrun");
     let mut state = State::default();
     state.objects.insert(
         ("namespaces".to_owned(), String::new(), APP.to_owned()),
@@ -919,11 +906,8 @@ async fn a_dry_run_asks_the_server_and_changes_nothing() {
     );
     let fake = Fake::start(state).await;
     let before: Vec<_> = fake.lock().objects.keys().cloned().collect();
-    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
-    let env = [
-        ("KUBECONFIG", config.to_str().expect("utf-8")),
-        ("COLONY_TLS", "off"),
-    ];
+    let config = fake.kubeconfig(&dir);
+    let env = kube_env(&config, "off");
     let out = colony(&dir, &env, &["--context", "fake", "--dry-run", "--prune"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let patches = fake.requests("PATCH");
@@ -945,13 +929,10 @@ async fn a_dry_run_asks_the_server_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_crds_are_found_before_anything_is_applied() {
-    let dir = scratch("nocrd");
+    let dir = scratch("kube-nocrd");
     let fake = Fake::start(State::default()).await;
-    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
-    let env = [
-        ("KUBECONFIG", config.to_str().expect("utf-8")),
-        ("COLONY_TLS", "on"),
-    ];
+    let config = fake.kubeconfig(&dir);
+    let env = kube_env(&config, "on");
     let out = colony(
         &dir,
         &env,
@@ -987,17 +968,14 @@ async fn missing_crds_are_found_before_anything_is_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_gives_up_at_the_timeout_and_names_what_is_not_ready() {
-    let dir = scratch("timeout");
+    let dir = scratch("kube-timeout");
     let fake = Fake::start(State {
         ready_after: u32::MAX,
         ..State::default()
     })
     .await;
-    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
-    let env = [
-        ("KUBECONFIG", config.to_str().expect("utf-8")),
-        ("COLONY_TLS", "off"),
-    ];
+    let config = fake.kubeconfig(&dir);
+    let env = kube_env(&config, "off");
     let out = colony(
         &dir,
         &env,
@@ -1017,7 +995,7 @@ async fn waiting_gives_up_at_the_timeout_and_names_what_is_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_and_the_cache_are_applied_waited_for_and_their_data_never_pruned() {
-    let dir = scratch("store");
+    let dir = scratch("kube-store");
     let app = binary(GUESTBOOK);
     std::fs::write(
         dir.join("colony.toml"),
@@ -1053,11 +1031,8 @@ async fn the_store_and_the_cache_are_applied_waited_for_and_their_data_never_pru
             .insert((plural.to_owned(), GUESTBOOK.to_owned(), name), object);
     }
     let fake = Fake::start(state).await;
-    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
-    let env = [
-        ("KUBECONFIG", config.to_str().expect("utf-8")),
-        ("COLONY_TLS", "off"),
-    ];
+    let config = fake.kubeconfig(&dir);
+    let env = kube_env(&config, "off");
     let args = ["--context", "fake"];
     let want = manifests_of(&app, &dir, &env, &args).await;
     let mut apply = args.to_vec();
@@ -1141,14 +1116,11 @@ async fn the_store_and_the_cache_are_applied_waited_for_and_their_data_never_pru
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_store_disk_is_refused_with_how_to_grow_it() {
-    let dir = scratch("store-resize");
+    let dir = scratch("kube-store-resize");
     let app = binary(GUESTBOOK);
     let fake = Fake::start(State::default()).await;
-    let config = kubeconfig(&dir, &format!("http://{}", fake.addr), closed_port());
-    let env = [
-        ("KUBECONFIG", config.to_str().expect("utf-8")),
-        ("COLONY_TLS", "off"),
-    ];
+    let config = fake.kubeconfig(&dir);
+    let env = kube_env(&config, "off");
     let out = colony_with(&app, &dir, &env, &["--context", "fake"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
 

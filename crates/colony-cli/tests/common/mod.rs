@@ -50,6 +50,14 @@ pub(crate) fn binary(package: &str) -> PathBuf {
     exe
 }
 
+/// A fresh, empty directory for one test: `colony-NAME-PID` in the system's temp dir.
+pub(crate) fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("colony-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
 /// The `colony` binary under test.
 pub(crate) const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 
@@ -149,6 +157,13 @@ impl Cluster {
             stderr(&out)
         );
         serde_json::from_slice(&out.stdout).expect("events JSON")
+    }
+
+    /// Whether the event log has an event of `kind` about `instance` (an instance's id).
+    pub(crate) fn has_event(&self, kind: &str, instance: &Value) -> bool {
+        self.events()
+            .iter()
+            .any(|e| e["kind"] == kind && e["instance"] == *instance)
     }
 
     /// The instances of `service` in `state` (`healthy`, `starting`, …).

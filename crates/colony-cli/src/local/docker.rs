@@ -306,7 +306,7 @@ impl DockerCluster {
                 .arg("--env")
                 .arg(format!("COLONY_STORE_PATH={STORE_DIR}/store.redb"));
         }
-        if run.service == crate::orchestrator::GATEWAY {
+        if run.service == super::GATEWAY {
             if let Some(port) = self.http_port {
                 cmd.arg("--publish")
                     .arg(format!("127.0.0.1:{port}:{HTTP_PORT}"));
