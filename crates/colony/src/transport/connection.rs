@@ -186,6 +186,8 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    // Why this is long: the handshake reads, checks and answers in one sequence, each
+    // refusal with its own message, before the shared state the tasks use can be built.
     /// Set up a connection: exchange handshakes, then start its reader and writer tasks.
     ///
     /// The dialing side (`dialer == true`) speaks first. Each side refuses a peer with
