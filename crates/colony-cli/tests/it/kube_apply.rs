@@ -24,7 +24,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 /// The app of `examples/hello`, and so its default namespace.

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 use common::Cluster;
 

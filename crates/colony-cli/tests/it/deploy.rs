@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 const COLONY: &str = env!("CARGO_BIN_EXE_colony");
 
