@@ -225,7 +225,23 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // What went wrong and why, without a backtrace (`RUST_BACKTRACE` is for Colony's
+            // developers; `COLONY_BACKTRACE=1` shows one).
+            if std::env::var_os("COLONY_BACKTRACE").is_some_and(|v| v == "1") {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -24,7 +24,10 @@ pub(crate) async fn run(path: &Path) -> anyhow::Result<()> {
                 println!("removed the containers and network of {name}.");
                 return Ok(());
             }
-            return Err(e);
+            // Nothing to stop is not a failure: say so.
+            tracing::debug!(error = %e, "no orchestrator answered");
+            println!("nothing is running in {}.", path.display());
+            return Ok(());
         }
         answer => answer?,
     };

@@ -152,3 +152,24 @@ fn a_ca_made_by_openssl_can_be_brought_in() {
     assert!(text(&out).contains("does not belong"), "{}", text(&out));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Regression (the first-hour issue): with `RUST_BACKTRACE=1` every CLI error printed a
+/// 30-frame backtrace, and `colony down` with nothing running failed.
+#[test]
+fn errors_are_one_message_and_down_with_nothing_running_says_so() {
+    let dir = scratch("quiet");
+    let out = Command::new(COLONY)
+        .args(["status", dir.to_str().expect("utf-8")])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("colony runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+    assert!(!err.contains("Stack backtrace"), "{err}");
+
+    let out = run(&dir, COLONY, &["down", dir.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing is running"), "{}", text(&out));
+}
