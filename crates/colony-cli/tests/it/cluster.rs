@@ -89,24 +89,7 @@ fn signal(pid: u64, sig: &str) {
 
 /// Only the services a test uses run; heartbeats are fast enough for the tests, slow
 /// enough for a loaded 2-core machine.
-const FAST: &str = r#"
-[cluster]
-heartbeat = "300ms"
-
-[defaults]
-min_instances = 0
-
-[services."colony_e2e::services::load::drive"]
-min_instances = 1
-
-[services."colony_e2e::services::work::sleep_ms"]
-min_instances = 1
-max_instances = 3
-capacity = 10
-high_watermark = 0.8
-low_watermark = 0.2
-cooldown = "1s"
-"#;
+const FAST: &str = include_str!("../../../../tests/e2e/ramp.colony.toml");
 
 #[test]
 fn load_ramp_scales_up_then_back_down_with_no_failed_call() {
