@@ -214,18 +214,6 @@ impl Attempts {
     }
 }
 
-tokio::task_local! {
-    /// The last failure of a call made directly by a [`crate::client::Client::run`] scope.
-    static FAILURES: Arc<Mutex<Option<CallError>>>;
-}
-
-/// Note a failed remote call, for the retrying scope around it (if any).
-pub(crate) fn note_failure(err: &CallError) {
-    let _ = FAILURES.try_with(|slot| {
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.clone());
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,11 +133,8 @@ async fn invoke_remote<S: Service>(router: Arc<Router>, args: S::Args) -> Result
                 reason: format!("the error of `{}` does not decode: {e}", entry.name),
             })
         })),
-        Err(e) => {
-            // A retrying scope around this call (`Client::run`) decides on the failure.
-            crate::retry::note_failure(&e);
-            Err(S::Err::from(e))
-        }
+        // A retrying scope around this call (`Client::run`) decides on the error it returns.
+        Err(e) => Err(S::Err::from(e)),
     }
 }
 
